@@ -1,0 +1,1 @@
+"""Native LLaDA model, model adapter and loading (being written)."""

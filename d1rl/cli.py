@@ -22,7 +22,18 @@ def _register(name: str, target: str, help_text: str) -> None:
     COMMANDS[name] = (target, help_text)
 
 
+_register("quickstart", "d1rl.quickstart:quickstart_main", "the embedded default: tiny model, SFT, diffu-GRPO, eval (CPU)")
+_register("sft", "d1rl.training.commands:sft_main", "masked-diffusion SFT (Hydra)")
+_register("train", "d1rl.training.grpo_commands:train_main", "diffu-GRPO reinforcement learning (Hydra)")
+_register("eval", "d1rl.evaluation.commands:eval_main", "evaluate a model on tasks (Hydra); `d1rl eval rescore ...` re-grades files")
+_register("generate", "d1rl.sampling.commands:generate_main", "prompts -> completions with the diffusion sampler (Hydra)")
+_register("merge", "d1rl.training.commands:merge_main", "fold a LoRA adapter into a full checkpoint")
 _register("build-tiny", "d1rl.models.commands:build_tiny_main", "build the embedded tiny LLaDA model + tokenizer")
+
+# Sub-commands spelled as two words: `d1rl eval rescore ...`.
+SUBCOMMANDS: dict[tuple[str, str], str] = {
+    ("eval", "rescore"): "d1rl.tasks.commands:rescore_main",
+}
 
 
 def _usage() -> str:
@@ -49,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"d1rl: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    result = _resolve(COMMANDS[name][0])(rest)
+    target = COMMANDS[name][0]
+    if rest and (name, rest[0]) in SUBCOMMANDS:
+        target, rest = SUBCOMMANDS[(name, rest[0])], rest[1:]
+    result = _resolve(target)(rest)
     return int(result or 0)
 
 

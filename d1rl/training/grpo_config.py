@@ -1,0 +1,162 @@
+"""Config schema of diffu-GRPO: the ``algorithm=`` group and the ``validation`` node of ``d1rl train``.
+
+Defaults are the values d1 actually ran with (d1-reference §2.7: ``slurm_scripts/train.yaml`` + sbatch files), except
+where d1's code has a bug we fix by default; each such field says so. Optimizer, schedule, batch size, accumulation,
+clipping, steps and checkpointing belong to the engine's ``trainer=`` group; the sampler used for rollouts is the
+``sampler=`` group (d1 rollout preset: 256 tokens, block 32, 128 steps, temperature 0.9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+PROMPT_OVERFLOW = ("error", "truncate_question", "skip")
+ADVANTAGE_SCALES = ("none", "group", "batch")
+LOSS_AGGREGATIONS = ("token_mean", "sequence_mean", "constant")
+PROMPT_STYLES = ("train", "eval")
+GRADE_MODES = ("d1", "robust")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not one of {list(choices)}")
+
+
+@dataclass
+class GRPOConfig:
+    """diffu-GRPO hyper-parameters (the ``algorithm=`` group; preset ``configs/algorithm/diffu_grpo.yaml``).
+
+    Attributes:
+        name: algorithm name, "diffu_grpo" (the only one so far).
+        num_generations: G completions sampled per prompt (d1 train.yaml: 6).
+        num_iterations: μ optimizer passes over each rollout batch (d1 sbatch: gsm8k/math 12, countdown/sudoku 8;
+            TRL default 1). Inner iteration k = optimizer_step % μ, NOT d1's micro-batch counter (§2.6 bug).
+        beta: KL coefficient of the k3 estimator against the reference policy (d1 train.yaml: 0.04). 0 loads no
+            reference model at all.
+        epsilon: lower clip range ε of the ratio (d1 train.yaml: 0.5; TRL default 0.2).
+        epsilon_high: upper clip range; None = epsilon (d1: symmetric).
+        estimator: log-prob estimator name in d1rl.diffusion's registry (d1: "one_step", mean-field).
+        p_mask_prompt: probability of masking each prompt token in the estimator (d1 train.yaml: 0.15; config
+            default 0.3).
+        random_masking: True = a fresh estimator mask per inner iteration (d1 train.yaml: True); False = the same
+            mask for every inner iteration (d1 uses seed 42 then).
+        advantage_scale: group-advantage normalisation: "none" = r − group mean (d1 / paper Eq. 2, no std),
+            "group" = divide by group std, "batch" = divide by batch std.
+        loss_aggregation: how per-token losses are averaged: "token_mean" = Σ over tokens of the micro-batch / Σ
+            completion mask (d1 code); "sequence_mean" = per-sequence mean then mean (paper Eq. 3/4);
+            "constant" = Σ / (batch × max completion length) (Dr. GRPO).
+        max_prompt_length: prompt token budget after the chat template (d1 train.yaml: 200).
+        prompt_overflow: what to do with a prompt longer than max_prompt_length when d1_compat_truncation is off:
+            "error" (default; fail naming the row), "truncate_question" (shorten the question text, keep the chat
+            template and instructions), "skip" (leave the row out of training, counted in the log).
+        d1_compat_truncation: True = keep only the LAST max_prompt_length tokens like d1 (§2.4; this can cut the
+            BOS, the user header and the instructions of long prompts, bug 12). Off by default.
+        use_attention_mask: pass the padding attention mask to the sampler and the estimator (d1: none, so left
+            padding is attended, bug 11). Default on.
+        generation_batch_size: completions generated per sampler call (d1 generation_batch_size: 6); 0 = the whole
+            local rollout batch at once.
+        rollout_eval_mode: sample and compute old/ref log-probs with the model in eval mode (no LoRA dropout).
+            d1 samples in train mode (bug 9); default on.
+        log_completions: number of completions per rollout step appended to ``completions.jsonl`` (rank 0).
+    """
+
+    name: str = "diffu_grpo"
+    num_generations: int = 6
+    num_iterations: int = 12
+    beta: float = 0.04
+    epsilon: float = 0.5
+    epsilon_high: Optional[float] = None
+    estimator: str = "one_step"
+    p_mask_prompt: float = 0.15
+    random_masking: bool = True
+    advantage_scale: str = "none"
+    loss_aggregation: str = "token_mean"
+    max_prompt_length: int = 200
+    prompt_overflow: str = "error"
+    d1_compat_truncation: bool = False
+    use_attention_mask: bool = True
+    generation_batch_size: int = 6
+    rollout_eval_mode: bool = True
+    log_completions: int = 2
+
+    def __post_init__(self) -> None:
+        if self.name != "diffu_grpo":
+            raise ValueError(f"algorithm.name={self.name!r}: only 'diffu_grpo' is implemented")
+        if self.num_generations < 2:
+            raise ValueError(
+                f"algorithm.num_generations={self.num_generations}: group advantages need at least 2 completions "
+                "per prompt"
+            )
+        if self.num_iterations < 1:
+            raise ValueError(f"algorithm.num_iterations={self.num_iterations} must be >= 1")
+        if self.beta < 0:
+            raise ValueError(f"algorithm.beta={self.beta} must be >= 0")
+        if not self.epsilon > 0:
+            raise ValueError(f"algorithm.epsilon={self.epsilon} must be > 0")
+        if self.epsilon_high is not None and not self.epsilon_high > 0:
+            raise ValueError(f"algorithm.epsilon_high={self.epsilon_high} must be > 0 (or null)")
+        if not 0.0 <= self.p_mask_prompt <= 1.0:
+            raise ValueError(f"algorithm.p_mask_prompt={self.p_mask_prompt} must be in [0, 1]")
+        if self.max_prompt_length < 1:
+            raise ValueError(f"algorithm.max_prompt_length={self.max_prompt_length} must be >= 1")
+        if self.generation_batch_size < 0:
+            raise ValueError(f"algorithm.generation_batch_size={self.generation_batch_size} must be >= 0")
+        if self.log_completions < 0:
+            raise ValueError(f"algorithm.log_completions={self.log_completions} must be >= 0")
+        _check_choice("algorithm.advantage_scale", self.advantage_scale, ADVANTAGE_SCALES)
+        _check_choice("algorithm.loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
+        _check_choice("algorithm.prompt_overflow", self.prompt_overflow, PROMPT_OVERFLOW)
+
+
+@dataclass
+class ValidationConfig:
+    """Periodic held-out validation during RL (the ``validation`` node of ``d1rl train``).
+
+    d1 has none: it evaluated test-set checkpoints afterwards and reported the best one (bug 20). Here a few rows of
+    the TRAIN split are held out from RL prompts and graded greedily every ``every_steps`` optimizer steps; the
+    test split is never touched.
+
+    Attributes:
+        every_steps: run validation every this many optimizer steps (and after the last step); 0 = off.
+        holdout_size: rows of the train split held out from RL prompts (seeded by the trainer seed); 0 = none.
+        num_items: rows of the hold-out graded each time (≤ holdout_size; 0 = all of it).
+        batch_size: prompts per sampler call.
+        temperature: sampling temperature (0 = greedy, d1 eval).
+        gen_length: completion length; null = the rollout sampler's.
+        steps: diffusion steps; null = gen_length / 2 (d1 eval protocol).
+        prompt_style: "train" = the task's training prompt (what the policy is trained on), "eval" = the task's
+            evaluation prompt + prefill (d1 eval).
+        grade_mode: the task grader mode, "robust" or "d1".
+    """
+
+    every_steps: int = 0
+    holdout_size: int = 0
+    num_items: int = 0
+    batch_size: int = 8
+    temperature: float = 0.0
+    gen_length: Optional[int] = None
+    steps: Optional[int] = None
+    prompt_style: str = "train"
+    grade_mode: str = "robust"
+
+    def __post_init__(self) -> None:
+        for key in ("every_steps", "holdout_size", "num_items"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"validation.{key}={getattr(self, key)} must be >= 0")
+        if self.batch_size < 1:
+            raise ValueError(f"validation.batch_size={self.batch_size} must be >= 1")
+        if self.every_steps and not self.holdout_size:
+            raise ValueError(
+                "validation.every_steps > 0 needs validation.holdout_size > 0 (rows of the train split held out "
+                "from RL; the test split is never used for validation)"
+            )
+        if self.num_items > self.holdout_size:
+            raise ValueError(
+                f"validation.num_items={self.num_items} exceeds validation.holdout_size={self.holdout_size}"
+            )
+        _check_choice("validation.prompt_style", self.prompt_style, PROMPT_STYLES)
+        _check_choice("validation.grade_mode", self.grade_mode, GRADE_MODES)
+
+
+__all__ = ["GRPOConfig", "ValidationConfig"]

@@ -1,0 +1,61 @@
+"""Splitting items over processes, and the few collective operations evaluation needs.
+
+d1's ``CustomDistributedSampler`` gives rank r the items r, r+W, r+2W, ... without padding: PyTorch's
+``DistributedSampler`` would repeat items to make shards equal and so count them twice. We keep d1's split (so a
+per-rank record file lines up with d1's per-rank outputs) and its no-padding property.
+
+:class:`ProcessContext` is a thin view of Accelerate's ``PartialState`` (rank, world size, device, barrier,
+gather). Evaluation needs no model wrapping (no DDP: each rank runs its own forward passes), only these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
+    """Items ``rank, rank + W, rank + 2W, ...`` of ``items``: every item on exactly one rank, none repeated."""
+    if world_size < 1:
+        raise ValueError(f"world_size must be >= 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+    return list(items[rank::world_size])
+
+
+@dataclass
+class ProcessContext:
+    """Rank/world/device plus barrier and gather; built from Accelerate, or by hand in tests."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: Any = "cpu"
+    barrier: Callable[[], None] = lambda: None
+    gather: Callable[[Any], list[Any]] = lambda obj: [obj]
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_accelerate(cls, cpu: bool = False) -> "ProcessContext":
+        """The current process group as Accelerate sees it (a single process when not launched)."""
+        from accelerate import PartialState
+        from accelerate.utils import gather_object
+
+        state = PartialState(cpu=cpu)
+
+        def _gather(obj: Any) -> list[Any]:
+            if state.num_processes == 1:
+                return [obj]
+            return list(gather_object([obj]))
+
+        return cls(
+            rank=state.process_index,
+            world_size=state.num_processes,
+            device=state.device,
+            barrier=state.wait_for_everyone,
+            gather=_gather,
+        )

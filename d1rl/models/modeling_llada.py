@@ -1,0 +1,367 @@
+"""Native PyTorch implementation of the LLaDA masked-diffusion transformer.
+
+Weight- and config-compatible with the official hub checkpoints (``GSAI-ML/LLaDA-8B-Instruct`` / ``-Base``): the
+parameter names are exactly the official ones (``model.transformer.wte``, ``model.transformer.blocks.N.q_proj`` ...),
+so ``LLaDAModelLM.from_pretrained`` reads an official safetensors checkpoint without any renaming and without
+running the hub's remote code.
+
+What the forward computes (see also ``shared/fixtures/README.md`` section 2):
+
+* token embedding, no scaling and no absolute position embedding;
+* per block (llama flavour): RMSNorm -> q/k/v projections -> RoPE on q, k at ABSOLUTE positions 0..T-1 (left
+  padding is not compensated, as in the official code) -> bidirectional attention (no causal mask; pad KEYS are
+  masked for every query when an ``attention_mask`` with zeros is given) -> ``attn_out`` -> residual;
+  RMSNorm -> ``ff_out(act(ff_proj(h)) * up_proj(h))`` -> residual;
+* final RMSNorm and the output head ``transformer.ff_out``. ``logits[:, i]`` predicts the token AT position i
+  (a masked LM: no shift).
+
+Numerics. By default norms and RoPE run in the model's dtype, except in bf16/fp16 where the RMSNorm statistics and
+the RoPE tables/rotation are computed in float32 (low-precision rsqrt/sin/cos lose several bits and RoPE angles at
+position ~4k are large). In float64 this gives a "pure" float64 model. The official code always does these in float32,
+even for a float64 model; ``config.official_fp32_norm_rope = True`` replicates those casts exactly, which is what the
+reference fixtures need to match bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import MaskedLMOutput
+
+from d1rl.models.configuration_llada import LLaDAConfig
+
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+_ACTIVATIONS = {"silu": F.silu, "gelu": F.gelu, "relu": F.relu}
+
+
+def _stats_dtype(dtype: torch.dtype, official: bool) -> torch.dtype:
+    """dtype in which RMSNorm statistics / RoPE tables are computed (see module docstring)."""
+    if official or dtype in _LOW_PRECISION:
+        return torch.float32
+    return dtype
+
+
+class LLaDARMSNorm(nn.Module):
+    """RMSNorm ``w * (x / sqrt(mean(x^2) + eps)) (+ b)``.
+
+    The normalisation is computed in ``_stats_dtype`` and cast back to the input dtype BEFORE the weight multiply,
+    exactly in the order the official code uses (this order matters for bit-equality in the official mode).
+    """
+
+    def __init__(self, size: int, eps: float, affine: bool, bias: bool, official: bool) -> None:
+        super().__init__()
+        self.eps = eps
+        self.official = official
+        self.weight = nn.Parameter(torch.ones(size)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(size)) if (affine and bias) else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        in_dtype = x.dtype
+        h = x.to(_stats_dtype(in_dtype, self.official))
+        variance = h.pow(2).mean(-1, keepdim=True)
+        h = (h * torch.rsqrt(variance + self.eps)).to(in_dtype)
+        if self.weight is not None:
+            h = self.weight * h
+            if self.bias is not None:
+                h = h + self.bias
+        return h
+
+
+def rope_tables(
+    positions: torch.Tensor, head_dim: int, theta: float, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin tables of shape (B or 1, 1, T, head_dim) for integer ``positions`` of shape (T,) or (B, T).
+
+    angles = [p * inv_freq, p * inv_freq] with inv_freq_j = 1 / theta^(2j/hd): the "half-split" RoPE layout that
+    pairs dimension i with i + hd/2 (not the interleaved GPT-J layout).
+    """
+    device = positions.device
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=device, dtype=dtype) / head_dim))
+    pos = positions.to(dtype)
+    if pos.dim() == 1:
+        pos = pos[None]
+    freqs = pos[..., :, None] * inv_freq  # (B, T, hd/2): one multiply per entry, like an outer product
+    angles = torch.cat((freqs, freqs), dim=-1)[:, None]  # (B, 1, T, hd)
+    return angles.cos(), angles.sin()
+
+
+def _rotate_half(t: torch.Tensor) -> torch.Tensor:
+    half = t.shape[-1] // 2
+    return torch.cat((-t[..., half:], t[..., :half]), dim=-1)
+
+
+def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate_dtype: torch.dtype) -> torch.Tensor:
+    """Rotate ``t`` (B, H, T, hd) in ``rotate_dtype`` and return it in its own dtype."""
+    t_ = t.to(rotate_dtype)
+    out = (t_ * cos.to(rotate_dtype)) + (_rotate_half(t_) * sin.to(rotate_dtype))
+    return out.to(t.dtype)
+
+
+class LLaDABlock(nn.Module):
+    """One "llama"-type LLaDA block; attribute names are the official parameter names."""
+
+    def __init__(self, config: LLaDAConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads = config.n_heads
+        self.n_kv_heads = config.effective_n_kv_heads
+        self.head_dim = config.head_dim
+        self.attention_dropout = config.attention_dropout
+        self.act = _ACTIVATIONS[str(config.activation_type)]
+        official = bool(config.official_fp32_norm_rope)
+        norm_bias = config.include_bias if config.bias_for_layer_norm is None else config.bias_for_layer_norm
+        qkv_bias = bool(config.include_bias or config.include_qkv_bias)
+        d, kv_dim, hidden = config.d_model, self.n_kv_heads * config.head_dim, config.mlp_width
+
+        self.attn_norm = LLaDARMSNorm(d, config.rms_norm_eps, config.layer_norm_with_affine, norm_bias, official)
+        self.ff_norm = LLaDARMSNorm(d, config.rms_norm_eps, config.layer_norm_with_affine, norm_bias, official)
+        self.q_proj = nn.Linear(d, d, bias=qkv_bias)
+        self.k_proj = nn.Linear(d, kv_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(d, kv_dim, bias=qkv_bias)
+        self.attn_out = nn.Linear(d, d, bias=config.include_bias)
+        self.ff_proj = nn.Linear(d, hidden, bias=config.include_bias)  # gate branch (act applied)
+        self.up_proj = nn.Linear(d, hidden, bias=config.include_bias)
+        self.ff_out = nn.Linear(hidden, d, bias=config.include_bias)  # down projection
+        self.dropout = nn.Dropout(config.residual_dropout)
+
+    def _attention(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None, impl: str
+    ) -> torch.Tensor:
+        dropout_p = self.attention_dropout if self.training else 0.0
+        if impl == "eager":
+            scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            if bias is not None:
+                scores = scores + bias
+            # softmax in float32 at least, as SDPA's math path does for half precision
+            probs = torch.softmax(scores.to(_stats_dtype(scores.dtype, False)), dim=-1).to(q.dtype)
+            probs = F.dropout(probs, p=dropout_p, training=self.training)
+            return torch.matmul(probs, v)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, is_causal=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        cos: torch.Tensor | None,
+        sin: torch.Tensor | None,
+        bias: torch.Tensor | None,
+        rotate_dtype: torch.dtype,
+        impl: str,
+    ) -> torch.Tensor:
+        B, T, _ = x.shape
+        h = self.attn_norm(x)
+        q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(h).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(h).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        if cos is not None:
+            q = apply_rope(q, cos, sin, rotate_dtype)
+            k = apply_rope(k, cos, sin, rotate_dtype)
+        if self.n_kv_heads != self.n_heads:
+            # interleaved GQA: kv head g serves query heads g*r .. g*r+r-1 (as the official code)
+            r = self.n_heads // self.n_kv_heads
+            k = k.repeat_interleave(r, dim=1)
+            v = v.repeat_interleave(r, dim=1)
+        att = self._attention(q, k, v, bias, impl)
+        att = att.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim)
+        x = x + self.dropout(self.attn_out(att))
+
+        h = self.ff_norm(x)
+        h = self.ff_out(self.act(self.ff_proj(h)) * self.up_proj(h))
+        return x + self.dropout(h)
+
+
+class LLaDAModel(nn.Module):
+    """The transformer body; ``transformer`` is a ModuleDict so parameter names match the official checkpoint."""
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        super().__init__()
+        self.config = config
+        # Set by PreTrainedModel.gradient_checkpointing_enable() (it looks for this attribute on every module).
+        self.gradient_checkpointing = False
+        modules: dict[str, nn.Module] = {
+            "wte": nn.Embedding(config.padded_vocab_size, config.d_model),
+            "emb_drop": nn.Dropout(config.embedding_dropout),
+            "ln_f": LLaDARMSNorm(
+                config.d_model,
+                config.rms_norm_eps,
+                config.layer_norm_with_affine,
+                config.include_bias if config.bias_for_layer_norm is None else config.bias_for_layer_norm,
+                bool(config.official_fp32_norm_rope),
+            ),
+            "blocks": nn.ModuleList(LLaDABlock(config, i) for i in range(config.n_layers)),
+        }
+        if not config.weight_tying:
+            modules["ff_out"] = nn.Linear(config.d_model, config.padded_vocab_size, bias=config.include_bias)
+        self.transformer = nn.ModuleDict(modules)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        output_hidden_states: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        cfg = self.config
+        x = self.transformer["wte"](input_ids) if inputs_embeds is None else inputs_embeds
+        x = self.transformer["emb_drop"](x)
+        B, T, _ = x.shape
+        dtype, device = x.dtype, x.device
+        official = bool(cfg.official_fp32_norm_rope)
+
+        cos = sin = None
+        rotate_dtype = dtype
+        if cfg.rope:
+            table_dtype = _stats_dtype(dtype, official)
+            # official: rotate in float32 when rope_full_precision, else in the activations' dtype with float32
+            # tables; default: float32 only for half precision (and only if rope_full_precision asks for it)
+            if cfg.rope_full_precision and (official or dtype in _LOW_PRECISION):
+                rotate_dtype = torch.float32
+            positions = position_ids if position_ids is not None else torch.arange(T, device=device)
+            cos, sin = rope_tables(positions, cfg.head_dim, float(cfg.rope_theta), table_dtype)
+
+        bias = None
+        if attention_mask is not None:
+            keep = attention_mask.to(device=device).bool()
+            if not bool(keep.all()):  # an all-ones mask is the same as no mask (bit-identical path)
+                # additive bias: pad KEYS get the most negative finite value for every query (pad queries too);
+                # finite rather than -inf so an all-pad row yields uniform attention instead of NaN
+                bias = torch.zeros(B, 1, 1, T, dtype=dtype, device=device)
+                bias = bias.masked_fill(~keep[:, None, None, :], torch.finfo(dtype).min)
+
+        impl = getattr(cfg, "_attn_implementation", None) or "sdpa"
+        impl = "eager" if impl == "eager" else "sdpa"
+        hidden: list[torch.Tensor] = []
+        for block in self.transformer["blocks"]:
+            if output_hidden_states:
+                hidden.append(x)
+            if self.gradient_checkpointing and self.training:
+                x = self._gradient_checkpointing_func(block.__call__, x, cos, sin, bias, rotate_dtype, impl)
+            else:
+                x = block(x, cos, sin, bias, rotate_dtype, impl)
+        if output_hidden_states:
+            hidden.append(x)
+        x = self.transformer["ln_f"](x)
+        if cfg.weight_tying:
+            logits = F.linear(x, self.transformer["wte"].weight)
+        else:
+            logits = self.transformer["ff_out"](x)
+        if cfg.scale_logits:
+            logits = logits * (1.0 / math.sqrt(cfg.d_model))
+        return logits, (tuple(hidden) if output_hidden_states else None)
+
+
+class LLaDAPreTrainedModel(PreTrainedModel):
+    """Common transformers plumbing (config class, init, capability flags)."""
+
+    config_class = LLaDAConfig
+    base_model_prefix = "model"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LLaDABlock"]
+    _supports_sdpa = True
+    _supports_attention_backend = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Normal(0, init_std) for linears/embeddings, ones/zeros for norms.
+
+        Only used for freshly created models (pretrained weights are always loaded). transformers >= 5 passes
+        initialisation through its own ``initialization`` helpers, which skip tensors that were already loaded.
+        """
+        try:
+            from transformers import initialization as init
+        except ImportError:  # transformers 4.x
+            init = nn.init
+        std = self.config.init_std
+        if isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, LLaDARMSNorm):
+            if module.weight is not None:
+                init.ones_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+
+
+class LLaDAModelLM(LLaDAPreTrainedModel):
+    """LLaDA with its output head: ``model(input_ids, attention_mask=None).logits`` has shape (B, T, embedding_size).
+
+    Registered for ``AutoModel`` and ``AutoModelForMaskedLM`` (``import d1rl``), which is what the official
+    ``auto_map`` maps ``AutoModel`` to.
+    """
+
+    def __init__(self, config: LLaDAConfig) -> None:
+        config.validate_supported()
+        super().__init__(config)
+        self.model = LLaDAModel(config)
+        self.post_init()
+
+    # --- embeddings accessors (used by transformers/PEFT: resize, enable_input_require_grads, ...)
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.transformer["wte"]
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.transformer["wte"] = value
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return None if self.config.weight_tying else self.model.transformer["ff_out"]
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.model.transformer["ff_out"] = value
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> MaskedLMOutput | tuple:
+        """Bidirectional forward.
+
+        Args:
+            input_ids: (B, T) token ids (or pass ``inputs_embeds`` (B, T, d_model)).
+            attention_mask: (B, T), 1 = real token, 0 = pad; pad keys are never attended. None or all ones = no mask.
+            position_ids: optional (T,) or (B, T) RoPE positions; default 0..T-1 (the official behaviour, even for
+                left-padded rows).
+            labels: optional (B, T) targets with -100 = ignore; ``loss`` is the mean cross-entropy of
+                ``logits[:, i]`` against ``labels[:, i]`` (no shift, no 1/t weighting: the diffusion losses live in
+                ``d1rl.diffusion``).
+            output_hidden_states: also return the input of every block and the final pre-norm state.
+            kwargs: generic keywords from wrappers (``use_cache``, ``output_attentions``, ...) are accepted; a KV cache
+                or attention maps are not available and asking for them raises.
+        """
+        if kwargs.get("past_key_values") is not None:
+            raise ValueError("LLaDAModelLM has no KV cache: past_key_values must be None")
+        if kwargs.get("output_attentions"):
+            raise ValueError("LLaDAModelLM does not return attention maps (output_attentions=True)")
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("LLaDAModelLM.forward needs exactly one of input_ids or inputs_embeds")
+        output_hidden_states = bool(
+            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+        )
+        logits, hidden = self.model(
+            input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            position_ids=position_ids,
+            output_hidden_states=output_hidden_states,
+        )
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+        return_dict = return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
+        if not return_dict:
+            out = (logits,) if hidden is None else (logits, hidden)
+            return ((loss,) + out) if loss is not None else out
+        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden)

@@ -56,8 +56,8 @@ class GRPOConfig:
             padding is attended, bug 11). Default on.
         generation_batch_size: completions generated per sampler call (d1 generation_batch_size: 6); 0 = the whole
             local rollout batch at once.
-        rollout_eval_mode: sample and compute old/ref log-probs with the model in eval mode (no LoRA dropout).
-            d1 samples in train mode (bug 9); default on.
+        old_logprob_eval_mode: compute old-policy log-probs in eval mode (no LoRA dropout), as the rollouts
+            themselves (sampler.force_eval). d1 computes them in train mode, so dropout alone makes ρ ≠ 1 (bug 9).
         log_completions: number of completions per rollout step appended to ``completions.jsonl`` (rank 0).
     """
 
@@ -77,7 +77,7 @@ class GRPOConfig:
     d1_compat_truncation: bool = False
     use_attention_mask: bool = True
     generation_batch_size: int = 6
-    rollout_eval_mode: bool = True
+    old_logprob_eval_mode: bool = True
     log_completions: int = 2
 
     def __post_init__(self) -> None:

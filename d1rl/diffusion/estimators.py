@@ -61,73 +61,79 @@ def mask_generator(
     return gen
 
 
-def _default_chunk_rows(vocab: int, budget_elements: int = 1 << 25) -> int:
-    return max(1, budget_elements // max(vocab, 1))
+def _default_chunk_elements() -> int:
+    return 1 << 25  # ~32M elements: 128 MB of float32 per chunk
 
 
 class _SelectiveLogSoftmax(torch.autograd.Function):
-    """log_softmax(logits)[ids] for 2-D logits, computed row-chunk-wise in float32/float64.
+    """log_softmax(logits)[ids] for 3-D logits (A, R, V), computed in chunks along R in float32/float64.
 
     A custom Function so that neither forward nor backward keeps a full upcast copy of the logits: forward saves
-    only the (N,) log-normalisers, backward rebuilds the softmax chunk by chunk. For bf16 logits of (6·256, 126k)
-    this avoids ~780 MB of float32 copies that autograd would otherwise hold.
+    only the (A, R) log-normalisers, backward rebuilds the softmax chunk by chunk. For bf16 logits of
+    (6, 256, 126k) this avoids ~780 MB of float32 copies that autograd would otherwise hold. Chunking along the
+    second dim (not over flattened rows) keeps a strided slice such as ``logits[:, P:]`` a view: no copy at all.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, ids: torch.Tensor, chunk_rows: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, logits: torch.Tensor, ids: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
         compute_dtype = torch.promote_types(logits.dtype, torch.float32)
-        n = logits.shape[0]
-        lse = torch.empty(n, dtype=compute_dtype, device=logits.device)
-        for start in range(0, n, chunk_rows):
-            stop = min(start + chunk_rows, n)
-            lse[start:stop] = torch.logsumexp(logits[start:stop].to(compute_dtype), dim=-1)
-        picked = logits.gather(-1, ids[:, None]).squeeze(-1).to(compute_dtype)
+        rows = logits.shape[1]
+        lse = torch.empty(logits.shape[:2], dtype=compute_dtype, device=logits.device)
+        for start in range(0, rows, chunk):
+            stop = min(start + chunk, rows)
+            lse[:, start:stop] = torch.logsumexp(logits[:, start:stop].to(compute_dtype), dim=-1)
+        picked = logits.gather(-1, ids[..., None]).squeeze(-1).to(compute_dtype)
         ctx.save_for_backward(logits, ids, lse)
-        ctx.chunk_rows = chunk_rows
+        ctx.chunk = chunk
         return picked - lse
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
         logits, ids, lse = ctx.saved_tensors
-        chunk_rows = ctx.chunk_rows
+        chunk = ctx.chunk
         grad = torch.empty_like(logits)
-        n = logits.shape[0]
-        for start in range(0, n, chunk_rows):
-            stop = min(start + chunk_rows, n)
-            g = grad_out[start:stop].to(lse.dtype)
-            # d/dx_j [x_id − lse(x)] = 1[j = id] − softmax(x)_j
-            part = torch.exp(logits[start:stop].to(lse.dtype) - lse[start:stop, None]) * (-g[:, None])
-            part.scatter_add_(-1, ids[start:stop, None], g[:, None])
-            grad[start:stop] = part.to(logits.dtype)
+        rows = logits.shape[1]
+        for start in range(0, rows, chunk):
+            stop = min(start + chunk, rows)
+            g = grad_out[:, start:stop].to(lse.dtype)
+            # d/dx_j [x_id - lse(x)] = 1[j = id] - softmax(x)_j
+            part = torch.exp(logits[:, start:stop].to(lse.dtype) - lse[:, start:stop, None]) * (-g[..., None])
+            part.scatter_add_(-1, ids[:, start:stop, None], g[..., None])
+            grad[:, start:stop] = part.to(logits.dtype)
         return grad, None, None
 
 
 def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
     """``log_softmax(logits, -1).gather(-1, ids)`` without materialising the log-softmax.
 
-    Computes ``logits[..., id] − logsumexp(logits)`` in at least float32 (bf16/fp16 logits are upcast one row chunk
-    at a time), so memory stays O(chunk_rows · V) beyond the logits themselves, in forward and backward.
+    Computes ``logits[..., id] - logsumexp(logits)`` in at least float32 (bf16/fp16 logits are upcast one chunk
+    at a time), so memory stays O(chunk · V) beyond the logits themselves, in forward and backward. A (B, G, V)
+    slice of a larger logits tensor is processed in place (no contiguous copy).
 
     Args:
         logits: (..., V) unnormalised scores.
         ids: (...) int64 token ids, the shape of ``logits`` without the last dim.
-        chunk_rows: rows per chunk; default keeps a chunk at ~32M elements.
+        chunk_rows: vectors of V scores per chunk; default keeps a chunk at ~32M elements.
 
     Returns:
         (...) log-probabilities in ``promote_types(logits.dtype, float32)``.
     """
-    if logits.shape[:-1] != ids.shape:
+    if logits.dim() < 2 or logits.shape[:-1] != ids.shape:
         raise ValueError(f"ids shape {tuple(ids.shape)} must equal logits shape without vocab {tuple(logits.shape[:-1])}")
     vocab = logits.shape[-1]
-    flat_logits = logits.reshape(-1, vocab)
-    flat_ids = ids.reshape(-1).to(torch.long)
-    if flat_ids.numel() and (int(flat_ids.min()) < 0 or int(flat_ids.max()) >= vocab):
-        raise ValueError(f"token ids must lie in [0, {vocab}); got range [{int(flat_ids.min())}, {int(flat_ids.max())}]")
-    rows = chunk_rows if chunk_rows is not None else _default_chunk_rows(vocab)
-    if rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {rows}")
-    out = _SelectiveLogSoftmax.apply(flat_logits, flat_ids, rows)
+    ids = ids.to(torch.long)
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        raise ValueError(f"token ids must lie in [0, {vocab}); got range [{int(ids.min())}, {int(ids.max())}]")
+    if logits.dim() == 2:  # (N, V) -> (1, N, V)
+        x, i = logits.unsqueeze(0), ids.unsqueeze(0)
+    else:  # (..., R, V) -> (A, R, V); a view for 3-D inputs
+        x, i = logits.reshape(-1, logits.shape[-2], vocab), ids.reshape(-1, ids.shape[-1])
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    budget_rows = chunk_rows if chunk_rows is not None else _default_chunk_elements() // max(vocab, 1)
+    chunk = max(1, budget_rows // max(x.shape[0], 1))  # rows of the second dim per chunk, all of the first dim
+    out = _SelectiveLogSoftmax.apply(x, i, chunk)
     return out.reshape(ids.shape)
 
 

@@ -74,7 +74,7 @@ def policy_loss(
 
     Returns:
         ``(loss, metrics)`` with detached 0-dim metrics, all token means over masked tokens of the micro-batch:
-        ``kl``; ``clip_ratio`` (tokens where the clipped branch is active, i.e. the gradient is cut: A > 0 and
+        ``kl`` (k3; computed whenever ``ref_logp`` is given, also with β = 0; 0 without a reference); ``clip_ratio`` (tokens where the clipped branch is active, i.e. the gradient is cut: A > 0 and
         ρ > 1 + ε_high, or A < 0 and ρ < 1 − ε) and its parts ``clip_ratio_low`` / ``clip_ratio_high``;
         ``clip_ratio_d1`` (d1/TRL-dev's flag ``ρ·A < clip(ρ)·A``, which marks the UNclipped branch winning strictly —
         kept only to compare logs with d1); ``ratio_mean``.
@@ -90,11 +90,8 @@ def policy_loss(
         old_logp = logp.detach()
     elif old_logp.shape != logp.shape:
         raise ValueError(f"old_logp shape {tuple(old_logp.shape)} != logp shape {tuple(logp.shape)}")
-    if beta != 0.0:
-        if ref_logp is None:
-            raise ValueError(f"beta={beta} != 0 needs ref_logp (pass beta=0 to train without a reference)")
-        if ref_logp.shape != logp.shape:
-            raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} != logp shape {tuple(logp.shape)}")
+    if beta != 0.0 and ref_logp is None:
+        raise ValueError(f"beta={beta} != 0 needs ref_logp (pass beta=0 to train without a reference)")
     if advantages.dim() == 1:
         if advantages.shape[0] != logp.shape[0]:
             raise ValueError(f"{advantages.shape[0]} advantages for a batch of {logp.shape[0]} sequences")
@@ -112,8 +109,11 @@ def policy_loss(
     clipped_term = clipped_ratio * adv
     per_token = -torch.min(unclipped_term, clipped_term)
     kl = None
-    if beta != 0.0:
+    if ref_logp is not None:  # with beta = 0 a given reference is still monitored (metric only)
+        if ref_logp.shape != logp.shape:
+            raise ValueError(f"ref_logp shape {tuple(ref_logp.shape)} != logp shape {tuple(logp.shape)}")
         kl = k3_kl(logp, ref_logp.to(logp.dtype))
+    if beta != 0.0:
         per_token = per_token + beta * kl
 
     batch, length = logp.shape

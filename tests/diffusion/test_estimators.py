@@ -205,3 +205,22 @@ def test_registry():
         register_estimator("one_step", dict)
     with pytest.raises(ValueError, match="p_mask_prompt"):
         get_estimator("one_step", mask_id=5, p_mask_prompt=1.5)
+
+
+def test_selective_log_softmax_on_strided_slice_and_2d_gradcheck():
+    g = torch.Generator().manual_seed(3)
+    full = torch.randn(3, 10, 17, generator=g, dtype=torch.float64, requires_grad=True)
+    ids = torch.randint(0, 17, (3, 6), generator=g)
+    out = selective_log_softmax(full[:, 4:], ids, chunk_rows=4)  # 4 // 3 -> chunks of 1 position x 3 rows
+    ref = torch.log_softmax(full[:, 4:], -1).gather(-1, ids[..., None]).squeeze(-1)
+    assert torch.allclose(out, ref, atol=1e-13, rtol=0)
+    w = torch.randn(3, 6, generator=g, dtype=torch.float64)
+    (out * w).sum().backward()
+    g_ours = full.grad.clone()
+    full.grad = None
+    (ref * w).sum().backward()
+    assert torch.allclose(g_ours, full.grad, atol=1e-13, rtol=0)
+    assert g_ours[:, :4].abs().max().item() == 0.0
+    x2 = torch.randn(5, 9, generator=g, dtype=torch.float64, requires_grad=True)
+    ids2 = torch.randint(0, 9, (5,), generator=g)
+    assert torch.autograd.gradcheck(lambda z: selective_log_softmax(z, ids2, 2), (x2,))

@@ -114,6 +114,13 @@ def test_kl_zero_when_reference_equals_policy():
     assert loss_kl.item() == loss_nokl.item()
 
 
+def test_beta_zero_with_reference_monitors_kl_without_adding_it():
+    loss0, m0 = policy_loss(_t(LOGP), _t(OLD), _t(REF), _t(ADV), torch.tensor(MASK), epsilon=EPS, beta=0.0)
+    expected_surr = (SURR[0][0] + SURR[0][1] + SURR[0][2] + SURR[1][0] + SURR[1][1]) / 5.0
+    assert loss0.item() == pytest.approx(expected_surr, rel=1e-12)
+    assert m0["kl"].item() == pytest.approx((KL[0][0] + KL[0][1] + KL[0][2] + KL[1][0] + KL[1][1]) / 5.0, rel=1e-12)
+
+
 def test_beta_without_reference_is_an_error():
     with pytest.raises(ValueError, match="needs ref_logp"):
         policy_loss(_t(LOGP), None, None, _t(ADV), torch.tensor(MASK), beta=0.04)

@@ -87,8 +87,10 @@ def ranking_key(
 def choose_positions(key: torch.Tensor, num_transfer: torch.Tensor, max_transfer: int | None = None) -> torch.Tensor:
     """Per row, the ``num_transfer[r]`` positions with the highest key (never one whose key is -inf).
 
-    Batched: one ``topk`` with the largest k of the batch, then each row keeps its first ``num_transfer[r]``
-    entries -- the same set as a per-row ``topk(k_r)`` (ties aside; the official fixtures contain none).
+    Batched: one stable descending sort per row, then each row keeps its first ``num_transfer[r]`` entries -- the
+    same set as the official per-row ``topk(k_r)``. Ties (e.g. several probabilities that round to exactly 1.0) go
+    to the leftmost position, deterministically on every device; ``topk`` leaves that unspecified (the official
+    fixtures contain no ties).
 
     Args:
         key: (B, K) from ``ranking_key``.
@@ -104,7 +106,8 @@ def choose_positions(key: torch.Tensor, num_transfer: torch.Tensor, max_transfer
     chosen = torch.zeros_like(key, dtype=torch.bool)
     if max_transfer <= 0:
         return chosen
-    values, index = key.topk(max_transfer, dim=-1)
+    values, index = key.sort(dim=-1, descending=True, stable=True)
+    values, index = values[:, :max_transfer], index[:, :max_transfer]
     rank = torch.arange(max_transfer, device=key.device).unsqueeze(0)
     keep = (rank < num_transfer.unsqueeze(-1)) & (values > float("-inf"))
     return chosen.scatter(-1, index, keep)

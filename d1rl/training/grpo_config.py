@@ -8,8 +8,13 @@ clipping, steps and checkpointing belong to the engine's ``trainer=`` group; the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
+
+from d1rl.models import ModelConfig
+from d1rl.sampling.config import SamplerConfig
+from d1rl.tasks.config import TaskConfig
+from d1rl.training.config import LoggerConfig, TrainerConfig
 
 PROMPT_OVERFLOW = ("error", "truncate_question", "skip")
 ADVANTAGE_SCALES = ("none", "group", "batch")
@@ -114,23 +119,22 @@ class ValidationConfig:
     """Periodic held-out validation during RL (the ``validation`` node of ``d1rl train``).
 
     d1 has none: it evaluated test-set checkpoints afterwards and reported the best one (bug 20). Here a few rows of
-    the TRAIN split are held out from RL prompts and graded greedily every ``every_steps`` optimizer steps; the
-    test split is never touched.
+    the TRAIN split are held out from RL prompts and graded every ``trainer.eval_steps`` optimizer steps and after
+    the last one; the test split is never touched.
 
     Attributes:
-        every_steps: run validation every this many optimizer steps (and after the last step); 0 = off.
-        holdout_size: rows of the train split held out from RL prompts (seeded by the trainer seed); 0 = none.
-        num_items: rows of the hold-out graded each time (≤ holdout_size; 0 = all of it).
-        batch_size: prompts per sampler call.
-        temperature: sampling temperature (0 = greedy, d1 eval).
+        holdout_size: rows of the (task-shuffled) train split held out from RL prompts, chosen with the trainer
+            seed; 0 = no validation.
+        num_items: rows of the hold-out graded each time (<= holdout_size; 0 = all of it).
+        batch_size: prompts per sampler call on each process.
+        temperature: sampling temperature (0 = greedy, as d1 eval).
         gen_length: completion length; null = the rollout sampler's.
         steps: diffusion steps; null = gen_length / 2 (d1 eval protocol).
         prompt_style: "train" = the task's training prompt (what the policy is trained on), "eval" = the task's
-            evaluation prompt + prefill (d1 eval).
+            evaluation prompt + prefill (d1 eval; differs from training, bug 14).
         grade_mode: the task grader mode, "robust" or "d1".
     """
 
-    every_steps: int = 0
     holdout_size: int = 0
     num_items: int = 0
     batch_size: int = 8
@@ -141,22 +145,51 @@ class ValidationConfig:
     grade_mode: str = "robust"
 
     def __post_init__(self) -> None:
-        for key in ("every_steps", "holdout_size", "num_items"):
+        for key in ("holdout_size", "num_items"):
             if getattr(self, key) < 0:
                 raise ValueError(f"validation.{key}={getattr(self, key)} must be >= 0")
         if self.batch_size < 1:
             raise ValueError(f"validation.batch_size={self.batch_size} must be >= 1")
-        if self.every_steps and not self.holdout_size:
-            raise ValueError(
-                "validation.every_steps > 0 needs validation.holdout_size > 0 (rows of the train split held out "
-                "from RL; the test split is never used for validation)"
-            )
         if self.num_items > self.holdout_size:
             raise ValueError(
                 f"validation.num_items={self.num_items} exceeds validation.holdout_size={self.holdout_size}"
             )
+        if self.temperature < 0:
+            raise ValueError(f"validation.temperature={self.temperature} must be >= 0")
         _check_choice("validation.prompt_style", self.prompt_style, PROMPT_STYLES)
         _check_choice("validation.grade_mode", self.grade_mode, GRADE_MODES)
 
+    @property
+    def enabled(self) -> bool:
+        return self.holdout_size > 0
 
-__all__ = ["GRPOConfig", "ValidationConfig"]
+
+@dataclass
+class TrainJobConfig:
+    """The whole ``d1rl train`` job (primary config ``configs/train.yaml``; d1 recipes in ``recipes/d1/``).
+
+    Attributes:
+        model: what to train (``model=`` group; LoRA / 4-bit / SFT checkpoint or adapter are model settings).
+        task: prompts, reward functions and grader (``task=`` group).
+        sampler: rollout decoding (``sampler=`` group; d1: the ``d1_rollout`` preset).
+        algorithm: diffu-GRPO hyper-parameters (``algorithm=`` group, :class:`GRPOConfig`).
+        trainer: optimiser, schedule, batch/accumulation, steps, checkpoints (``trainer=`` group; d1: ``d1_grpo``).
+            ``per_device_train_batch_size`` is the micro-batch in completions, and per-device micro-batch ×
+            accumulation must hold whole groups of ``num_generations`` (d1: 6 × 2, 6 generations).
+        logger: metrics sinks (``logger=`` group).
+        validation: periodic held-out validation (:class:`ValidationConfig`).
+        output_dir: run folder (metrics.jsonl, completions.jsonl, checkpoints/, final/); deterministic so that
+            every rank of an ``accelerate launch`` agrees on it.
+    """
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    task: TaskConfig = field(default_factory=lambda: TaskConfig(name="synthetic"))
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    algorithm: GRPOConfig = field(default_factory=GRPOConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    output_dir: str = "runs/train"
+
+
+__all__ = ["GRPOConfig", "TrainJobConfig", "ValidationConfig"]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from d1rl.diffusion import mask_generator
+from d1rl.training.engine import evaluation_mode
 from d1rl.training.rollout_buffer import RolloutBuffer
 
 
@@ -39,21 +40,6 @@ def noised_inputs(
     k = inner_iteration if random_masking else 0
     gen = mask_generator(int(seed), int(buffer.rollout_step), int(k), int(rank))
     return estimator.noise(buffer.input_ids, buffer.prompt_length, gen, buffer.attention_mask)
-
-
-@contextlib.contextmanager
-def eval_mode(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Temporarily ``model.eval()`` (restores each module's previous mode)."""
-    if not enabled:
-        yield
-        return
-    saved = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, training in saved:
-            m.training = training
 
 
 def batched_log_probs(
@@ -107,7 +93,7 @@ class ReferencePolicy:
     @contextlib.contextmanager
     def active(self) -> Iterator[torch.nn.Module]:
         """The module to call for reference forwards."""
-        with eval_mode(self.model):
+        with evaluation_mode(self.model):
             if self.mode == "disable_adapter":
                 with self.model.disable_adapter():
                     yield self.model

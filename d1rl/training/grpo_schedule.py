@@ -158,8 +158,9 @@ class PromptSchedule:
 def _seeded_permutation(n: int, seed: int, epoch: int) -> list[int]:
     import torch
 
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=g).tolist()
+    from d1rl.training.batching import keyed_generator
+
+    return torch.randperm(n, generator=keyed_generator(seed, "grpo-prompts", epoch)).tolist()
 
 
 def split_holdout(num_rows: int, holdout_size: int, seed: int) -> tuple[list[int], list[int]]:
@@ -174,7 +175,7 @@ def split_holdout(num_rows: int, holdout_size: int, seed: int) -> tuple[list[int
         raise ValueError(
             f"validation.holdout_size={holdout_size} leaves no training prompts (train split has {num_rows} rows)"
         )
-    perm = _seeded_permutation(num_rows, seed, -1)
+    perm = _seeded_permutation(num_rows, seed, -1)  # "epoch" -1: a stream no epoch uses
     held = sorted(perm[:holdout_size])
     held_set = set(held)
     return [i for i in range(num_rows) if i not in held_set], held

@@ -72,19 +72,17 @@ def score_completions(
 ) -> torch.Tensor:
     """(N, F) float32 rewards, NaN where a function returned None (d1/TRL).
 
-    Completions are passed in TRL's conversational form ``[{"role": "assistant", "content": text}]`` because the
-    prompts are conversational; ``columns`` are the dataset columns of each completion's row (prompt excluded).
+    Scoring itself is the tasks package's TRL-compatible caller (conversational completions, dataset columns of
+    each completion's row as keyword arguments); this only lays the values out as a matrix for gathering.
     """
-    n = len(completions)
-    wrapped = [[{"role": "assistant", "content": c}] for c in completions]
-    out = torch.full((n, len(reward_functions)), math.nan, dtype=torch.float32)
-    for j, (fn, _) in enumerate(reward_functions):
-        values = list(fn(prompts=list(prompts), completions=wrapped, **{k: list(v) for k, v in columns.items()}))
-        if len(values) != n:
-            raise ValueError(f"reward function {reward_name(fn)} returned {len(values)} values for {n} completions")
+    from d1rl.tasks.rewards import call_reward_functions
+
+    per_function, _ = call_reward_functions(reward_functions, prompts, completions, dict(columns))
+    out = torch.full((len(completions), len(reward_functions)), math.nan, dtype=torch.float32)
+    for j, values in enumerate(per_function):
         for i, v in enumerate(values):
             if v is not None:
-                out[i, j] = float(v)
+                out[i, j] = v
     return out
 
 

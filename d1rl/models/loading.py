@@ -249,7 +249,11 @@ def load_model_and_tokenizer(cfg: ModelConfig | str | Any) -> tuple[Any, Any]:
         model.config.use_cache = False
     if cfg.gradient_checkpointing:
         # non-reentrant checkpointing: works with frozen embeddings (LoRA) without requiring input grads
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5 name
+        if enable is not None:
+            enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.lora.enabled or cfg.lora.adapter_path:
         model = apply_lora(model, cfg.lora)
     return model, tokenizer

@@ -359,7 +359,9 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         )
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=-100)
+            flat = logits.reshape(-1, logits.shape[-1])
+            flat = flat.to(torch.promote_types(flat.dtype, torch.float32))  # bf16 logits -> fp32 loss
+            loss = F.cross_entropy(flat, labels.reshape(-1).to(flat.device), ignore_index=-100)
         return_dict = return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
         if not return_dict:
             out = (logits,) if hidden is None else (logits, hidden)

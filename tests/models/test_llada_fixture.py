@@ -211,3 +211,52 @@ def test_unsupported_options_are_refused() -> None:
         LLaDAModelLM(LLaDAConfig(block_type="llama", layer_norm_type="rms", activation_type="silu", alibi=True))
     with pytest.raises(ValueError, match="block_type"):
         LLaDAModelLM(LLaDAConfig())  # the official class defaults describe an OLMo "sequential" block
+
+
+def test_forward_options(reference, fixtures_dir: Path) -> None:
+    _, T = reference
+    model = _load(fixtures_dir)
+    ids = T["forward_plain/input_ids"][:2, :20]
+    with torch.no_grad():
+        base = model(ids).logits
+        # inputs_embeds is the same as ids
+        emb = model.get_input_embeddings()(ids)
+        assert torch.equal(model(inputs_embeds=emb).logits, base)
+        # RoPE positions: a constant shift is invisible (relative), a rescaling is not
+        pos = torch.arange(20)
+        assert (model(ids, position_ids=pos + 7).logits - base).abs().max().item() <= 1e-10
+        assert (model(ids, position_ids=2 * pos).logits - base).abs().max().item() > 1e-3
+        # labels -> plain mean cross-entropy at labelled positions, no shift
+        labels = torch.full_like(ids, -100)
+        labels[:, 5:9] = ids[:, 5:9]
+        out = model(ids, labels=labels, output_hidden_states=True)
+        manual = -torch.log_softmax(base[:, 5:9], -1).gather(-1, ids[:, 5:9, None]).mean()
+        assert abs(out.loss.item() - manual.item()) <= 1e-12
+        assert len(out.hidden_states) == model.config.n_layers + 1
+        assert torch.equal(out.hidden_states[0], emb)
+        tup = model(ids, return_dict=False)
+        assert isinstance(tup, tuple) and torch.equal(tup[0], base)
+    with pytest.raises(ValueError, match="exactly one of input_ids or inputs_embeds"):
+        model()
+    with pytest.raises(ValueError, match="no KV cache"):
+        model(ids, past_key_values=object())
+
+
+def test_llada_8b_config_shapes_on_meta_device() -> None:
+    """The published LLaDA-8B config (d1-reference.md) builds with the official parameter shapes and count."""
+    cfg = LLaDAConfig(
+        d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32, mlp_hidden_size=12288, mlp_ratio=4,
+        activation_type="silu", block_type="llama", layer_norm_type="rms", rms_norm_eps=1e-5, rope=True,
+        rope_theta=500000.0, vocab_size=126464, embedding_size=126464, weight_tying=False, include_bias=False,
+        bias_for_layer_norm=False, attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0,
+        eos_token_id=126081, pad_token_id=126081, mask_token_id=126336, max_sequence_length=4096,
+    )
+    with torch.device("meta"):
+        model = LLaDAModelLM(cfg)
+    shapes = {n: tuple(p.shape) for n, p in model.named_parameters()}
+    assert shapes["model.transformer.wte.weight"] == (126464, 4096)
+    assert shapes["model.transformer.ff_out.weight"] == (126464, 4096)
+    assert shapes["model.transformer.blocks.31.ff_proj.weight"] == (12288, 4096)
+    assert shapes["model.transformer.blocks.31.ff_out.weight"] == (4096, 12288)
+    assert len(shapes) == 2 + 1 + 32 * 9
+    assert sum(p.numel() for p in model.parameters()) == 8_015_581_184

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 TINY_NAME = "tiny"
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "tokenizer.jsonl")
 
 
 @dataclass
@@ -175,6 +176,12 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
     location = resolve_location(name_or_path, what="tokenizer")
+    local = Path(location)
+    if local.is_dir() and not any((local / f).exists() for f in _TOKENIZER_FILES):
+        raise ValueError(
+            f"no tokenizer files in {location} (looked for {', '.join(_TOKENIZER_FILES)}); "
+            f"set model.tokenizer_name_or_path"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, trust_remote_code=trust_remote_code)
     except OSError as err:

@@ -52,6 +52,18 @@ def test_missing_local_path(tmp_path: Path) -> None:
     assert str(missing) in msg and "no such local directory" in msg and "\n" not in msg
 
 
+def test_checkpoint_without_tokenizer(fixtures_dir: Path, tiny_dir: Path) -> None:
+    with pytest.raises(ValueError) as info:
+        load_model_and_tokenizer(ModelConfig(name_or_path=str(fixtures_dir / "llada-tiny")))
+    assert str(info.value).startswith(f"no tokenizer files in {fixtures_dir / 'llada-tiny'}")
+    assert "model.tokenizer_name_or_path" in str(info.value) and "\n" not in str(info.value)
+    # with a tokenizer from elsewhere it loads (ids come from the model config for the fixture)
+    model, tok = load_model_and_tokenizer(
+        ModelConfig(name_or_path=str(fixtures_dir / "llada-tiny"), tokenizer_name_or_path=str(tiny_dir), device="cpu")
+    )
+    assert model.config.mask_token_id == 2000 and sum(p.numel() for p in model.parameters()) == 356672
+
+
 def test_hub_id_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))

@@ -116,7 +116,7 @@ def test_find_checkpoints_run_dir_glob_and_single(tmp_path):
     (run / "checkpoints" / "checkpoint-300.tmp").mkdir()  # being written: ignored
     found = find_checkpoints(run)
     assert [c.step for c in found] == [50, 100, 200]
-    assert [c.is_adapter for c in found] == [False, False, True]
+    assert [c.kind for c in found] == ["model", "model", "adapter"]
     assert found[1].model_path == run / "checkpoints" / "checkpoint-100" / "model"
     assert [c.step for c in find_checkpoints(str(run / "checkpoints" / "checkpoint-*0"))] == [50, 100, 200]
     assert [c.step for c in find_checkpoints(run / "checkpoints" / "checkpoint-200")] == [200]
@@ -126,6 +126,9 @@ def test_find_checkpoints_errors(tmp_path):
     (tmp_path / "checkpoint-7").mkdir()
     with pytest.raises(FileNotFoundError, match="checkpoint-7: no adapter_config.json or config.json"):
         find_checkpoints(tmp_path)
+    (tmp_path / "checkpoint-7" / "engine_state.json").write_text("{}")
+    (tmp_path / "checkpoint-7" / "model.safetensors").write_bytes(b"")
+    assert [c.kind for c in find_checkpoints(tmp_path)] == ["engine"]
     with pytest.raises(FileNotFoundError, match="no checkpoint-<step>"):
         find_checkpoints(tmp_path / "nothing-*")
     with pytest.raises(FileNotFoundError, match="not a directory"):

@@ -200,7 +200,7 @@ def test_low_precision_forward_close_to_float64(reference, fixtures_dir: Path, d
         assert err.abs().max().item() <= 1e-4
         assert top1 == 1.0
     else:
-        # logits std ~2.9; bf16 keeps 8 mantissa bits. Measured: mean 0.051, max 0.76, top-1 agreement > 0.97
+        # logits std ~2.9; bf16 keeps 8 mantissa bits. Measured (CPU): mean 0.051, max 0.76, top-1 agreement 0.925
         assert err.abs().mean().item() <= 0.1
         assert err.abs().max().item() <= 1.5
         assert top1 >= 0.9

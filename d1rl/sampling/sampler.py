@@ -100,17 +100,48 @@ class _Randomness:
         return self._rand((self.batch, self.length), torch.float32)[:, start:stop]
 
 
-def _special_ids(model: Any) -> Any:
-    """The model's ``d1rl.models.ModelAdapter`` (mask/eos/eot ids, logits shift), or a clear error."""
+def _adapter(model: Any, wanted: str) -> Any:
+    """The model's ``d1rl.models.ModelAdapter`` (ids from its config), or an error naming what was wanted."""
     try:
         from d1rl.models import ModelAdapter
 
         return ModelAdapter.from_pretrained(model)
     except Exception as exc:  # noqa: BLE001 - re-raised with the reason
         raise ValueError(
-            "mask_id was not given and could not be read from the model: d1rl.models.ModelAdapter.from_pretrained "
-            f"failed ({type(exc).__name__}: {exc}). Pass mask_id=... (and eos_id/eot_id when using the EOS options)"
+            f"{wanted} was not given and could not be read from the model (d1rl.models.ModelAdapter.from_pretrained "
+            f"failed: {type(exc).__name__}: {exc}); pass {wanted}=..."
         ) from exc
+
+
+def _resolve_ids(
+    model: Any,
+    mask_id: int | None,
+    eos_id: int | None,
+    eot_id: int | None,
+    logits_shift: int | None,
+    *,
+    need_eos: bool,
+    need_eot: bool,
+) -> tuple[int, int | None, int | None, int]:
+    """Fill the ids the run needs from the model's adapter; only consult it when something is missing."""
+    adapter = None
+    if mask_id is None:
+        adapter = _adapter(model, "mask_id")
+        mask_id = adapter.mask_id
+    if need_eos and eos_id is None:
+        adapter = adapter or _adapter(model, "eos_id")
+        eos_id = adapter.eos_id
+    if need_eot and eot_id is None:
+        # Optional: a vocabulary without <|eot_id|> simply has nothing to demote besides EOS.
+        if adapter is None:
+            try:
+                adapter = _adapter(model, "eot_id")
+            except ValueError:
+                adapter = None
+        eot_id = getattr(adapter, "eot_id", None)
+    if logits_shift is None:
+        logits_shift = int(getattr(adapter, "logits_shift", 0) or 0) if adapter is not None else 0
+    return int(mask_id), eos_id, eot_id, logits_shift
 
 
 def _check_inputs(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> None:
@@ -194,7 +225,8 @@ def generate(
         confidence_eos_eot_inf: EOS/EOT candidates rank below all others (LLaDA HEAD option; see
             ``remasking.ranking_key`` for how this differs from the literal HEAD code).
         eos_id, eot_id: ids for the two options above; None = from the model's ModelAdapter.
-        logits_shift: 0 for LLaDA; None = from the ModelAdapter when mask_id is also taken from it, else 0.
+        logits_shift: 0 for LLaDA (logits[:, i] predicts position i); None = the ModelAdapter's value when the adapter
+            is consulted for a missing id, else 0.
         noise_layout: "block" (default) or "sequence" (draw like the official code; see ``_Randomness``).
         force_eval: run in eval() mode (restoring every module's mode afterwards). d1's trainer samples in
             train() mode (LoRA dropout active); False keeps the caller's mode to reproduce that.
@@ -215,19 +247,10 @@ def generate(
     num_blocks = num_blocks_for(gen_length, block_length)
     spb = steps_per_block(steps, num_blocks, steps_rule)
 
-    need_eos = logits_eos_inf or confidence_eos_eot_inf
-    if mask_id is None or (need_eos and (eos_id is None or (confidence_eos_eot_inf and eot_id is None))):
-        adapter = _special_ids(model)
-        mask_id = adapter.mask_id if mask_id is None else mask_id
-        eos_id = adapter.eos_id if eos_id is None else eos_id
-        eot_id = getattr(adapter, "eot_id", None) if eot_id is None else eot_id
-        if logits_shift is None:
-            logits_shift = int(getattr(adapter, "logits_shift", 0) or 0)
-    if mask_id is None:
-        raise ValueError("the model config has no mask_token_id; pass mask_id=...")
-    if need_eos and eos_id is None:
-        raise ValueError("logits_eos_inf / confidence_eos_eot_inf need an EOS id; pass eos_id=...")
-    logits_shift = 0 if logits_shift is None else logits_shift
+    mask_id, eos_id, eot_id, logits_shift = _resolve_ids(
+        model, mask_id, eos_id, eot_id, logits_shift,
+        need_eos=logits_eos_inf or confidence_eos_eot_inf, need_eot=confidence_eos_eot_inf,
+    )
 
     with torch.no_grad(), _EvalMode(model, force_eval):
         return _run(
@@ -241,7 +264,7 @@ def generate(
             temperature=float(temperature),
             remasking=remasking,
             cfg_scale=float(cfg_scale),
-            mask_id=int(mask_id),
+            mask_id=mask_id,
             rng=_Randomness(generator, noise_layout, input_ids.shape[0], input_ids.shape[1] + gen_length,
                             input_ids.device),
             noise_dtype=noise_dtype,

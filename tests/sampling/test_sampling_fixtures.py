@@ -113,3 +113,14 @@ def test_mask_id_defaults_to_the_model_config(fixture_model, reference):
     name, case = next(iter(_sampler_cases(meta).items()))
     out = _run(fixture_model, case, tensors, mask_id=None, record_trace=False)
     assert torch.equal(out.sequences, tensors[case["outputs"]["sequences"]["tensor"]]), name
+
+
+def test_eos_ids_default_to_the_model_config(fixture_model, reference):
+    meta, tensors = reference
+    case = next(iter(_sampler_cases(meta).values()))
+    eos = fixture_model.config.eos_token_id
+    plain = _run(fixture_model, case, tensors, record_trace=False).completions
+    banned = _run(fixture_model, case, tensors, logits_eos_inf=True, record_trace=False).completions
+    assert not (banned == eos).any()
+    if (plain == eos).any():
+        assert not torch.equal(plain, banned)

@@ -185,3 +185,14 @@ def test_clear_errors(toy):
         generate(toy, ids, gen_length=8, block_length=4, steps=4)  # the toy has no config
     with pytest.raises(ValueError, match="temperature"):
         generate(toy, ids, gen_length=8, block_length=4, steps=4, mask_id=MASK, temperature=-1.0)
+
+
+def test_eot_is_optional_for_confidence_eos_eot_inf(toy):
+    """A model without config/tokenizer: EOS given, no EOT -> only EOS is demoted, no error."""
+    ids, mask = _prompts()
+    kw = dict(gen_length=16, block_length=8, steps=8, confidence_eos_eot_inf=True, eos_id=EOS)
+    want, want_steps, _ = naive_generate(toy, ids, mask, mask_id=MASK, **kw)
+    out = generate(toy, ids, mask, mask_id=MASK, **kw)
+    assert torch.equal(out.sequences, want) and torch.equal(out.decode_step, want_steps)
+    with pytest.raises(ValueError, match="eos_id was not given"):
+        generate(toy, ids, mask, mask_id=MASK, gen_length=8, block_length=8, steps=4, logits_eos_inf=True)

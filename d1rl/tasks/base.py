@@ -6,7 +6,8 @@ import dataclasses
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
 
 import datasets
 import numpy as np
@@ -134,8 +135,6 @@ class Task(ABC):
                 f"task {self.name}: no local file convention for split {split!r} (known: {sorted(self.local_files)}); "
                 f"set task.{'train' if split == 'train' else 'test'}_file"
             )
-        from pathlib import Path
-
         path = Path(self.cfg.data_dir) / rel
         if not path.is_file():
             raise DataUnavailableError(
@@ -301,10 +300,3 @@ def _as_task_config(cfg: Any, name: str) -> TaskConfig:
         return TaskConfig(**data)
     raise TypeError(f"task config must be a TaskConfig or a mapping, got {type(cfg).__name__}")
 
-
-def stable_rng(seed: int) -> np.random.Generator:
-    """A NumPy generator for the synthetic data streams."""
-    return np.random.default_rng(seed)
-
-
-GradeFn = Callable[[str, Mapping[str, Any]], Grade]

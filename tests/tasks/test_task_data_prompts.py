@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from d1rl.tasks import DataUnavailableError, TaskConfig, build_prompt_text, d1_eval_subset, get_task, task_names
-from d1rl.tasks import prompts as P
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -219,3 +218,23 @@ def test_presets_merge_into_schema(name, data_dir):
         assert cfg.source_for("test") == "local"
     with pytest.raises(Exception, match="not_a_field"):
         OmegaConf.merge(OmegaConf.structured(TaskConfig), {"not_a_field": 1})
+
+
+def test_synthetic_task_fits_the_tiny_tokenizer(tmp_path, monkeypatch):
+    """With the embedded tiny tokenizer: short prompts, ~20-40 token completions that survive decode + grading."""
+    monkeypatch.setenv("D1RL_CACHE", str(tmp_path))
+    from d1rl.models import load_tokenizer
+
+    tok = load_tokenizer("tiny")
+    task = get_task("synthetic", TaskConfig(name="synthetic", synthetic={"num_test": 20, "operations": ["+", "-", "*"]}))
+    for row in task.load_split("test"):
+        prompt = build_prompt_text(tok, task.eval_prompt(row), task.eval_prefill)
+        assert len(tok(prompt, add_special_tokens=False).input_ids) <= 40
+        ids = tok(row["completion"], add_special_tokens=False).input_ids
+        assert 15 <= len(ids) <= 40
+        pieces = tok.convert_ids_to_tokens(ids)
+        assert pieces[0] == "<reasoning>" and "</answer>" in pieces
+        assert all(len(p) == 1 for p in pieces if p.isdigit())  # every digit its own token
+        text = tok.decode(ids, skip_special_tokens=True)  # how trainers decode completions
+        assert text == row["completion"]
+        assert task.grade(text, row).correct

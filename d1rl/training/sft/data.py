@@ -250,7 +250,7 @@ def tokenize_conversations(
             answers.append(full_text[len(prompt_text) :])
     enc_p = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     enc_a = tokenizer(answers, add_special_tokens=False)["input_ids"]
-    examples, dropped = [], 0
+    examples, dropped, truncated = [], 0, 0
     for conv, p_ids, a_ids in zip(conversations, enc_p, enc_a):
         if d1_compat:
             ids, prompt_len = list(a_ids), len(p_ids)  # a_ids is the full sequence here
@@ -258,11 +258,16 @@ def tokenize_conversations(
             if eot_id is not None and eot_id in a_ids:
                 a_ids = a_ids[: a_ids.index(eot_id) + 1]  # drop what the template appends after the turn
             ids, prompt_len = list(p_ids) + list(a_ids), len(p_ids)
+        cut = len(ids) > max_length
         ids = ids[:max_length]
         if prompt_len >= len(ids):
             dropped += 1
             continue
+        truncated += cut
         examples.append(SFTExample(ids, prompt_len, conv.source_index))
+    if truncated:
+        log.warning("truncated %d of %d rows to data.max_length=%d (their answers lose their end)",
+                    truncated, len(conversations), max_length)
     return examples, dropped
 
 

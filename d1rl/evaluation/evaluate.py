@@ -354,7 +354,10 @@ def evaluate_model(
     records = {k: v for k, v in read_records(out_dir).items() if k in expected}
     missing = sorted(expected - set(records))
     if missing:
-        raise RuntimeError(f"eval: {len(missing)} item(s) have no record in {out_dir} after the run, e.g. {missing[:5]}")
+        raise RuntimeError(
+            f"eval: {len(missing)} item(s) have no record in {out_dir} after the run, e.g. {missing[:5]}; with "
+            "processes on several machines, output_dir must be on a filesystem they all share"
+        )
     rows = aggregate(records, job.graders)
     for r in rows:
         r["steps"] = samplers[int(r["gen_length"])].resolved_steps()

@@ -10,6 +10,7 @@ gather). Evaluation needs no model wrapping (no DDP: each rank runs its own forw
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -40,12 +41,28 @@ class ProcessContext:
         return self.rank == 0
 
     @classmethod
-    def from_accelerate(cls, cpu: bool = False) -> "ProcessContext":
-        """The current process group as Accelerate sees it (a single process when not launched)."""
-        from accelerate import PartialState
-        from accelerate.utils import gather_object
+    def from_accelerate(cls, cpu: bool | None = None) -> "ProcessContext":
+        """The current process group as Accelerate sees it (a single process when not launched).
 
+        ``cpu`` None = CPU when ``ACCELERATE_USE_CPU`` is set or no GPU exists. Unlike ``Accelerator``,
+        ``PartialState`` does not read that variable itself, and without ``cpu=True`` it ignores a multi-process
+        CPU launch (every rank would believe it is alone and evaluate everything).
+        """
+        import torch
+        from accelerate import PartialState
+        from accelerate.utils import gather_object, parse_flag_from_env
+
+        if cpu is None:
+            cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
         state = PartialState(cpu=cpu)
+        launched = int(os.environ.get("WORLD_SIZE", "1") or 1)
+        if launched > 1 and state.num_processes != launched:
+            # Every rank would evaluate every item and append to the same record file.
+            raise RuntimeError(
+                f"launched with WORLD_SIZE={launched} but Accelerate formed a group of {state.num_processes} "
+                f"(distributed type {state.distributed_type}); on CPU launch with ACCELERATE_USE_CPU=true "
+                "accelerate launch --multi_gpu ..."
+            )
 
         def _gather(obj: Any) -> list[Any]:
             if state.num_processes == 1:

@@ -191,6 +191,7 @@ class Engine:
         if total_steps < 1:
             raise ValueError(f"total_steps must be >= 1, got {total_steps}")
         self.total_steps = int(total_steps)
+        self._fill_deepspeed_config()
         optimizer = build_optimizer(model, self.cfg)
         scheduler = build_lr_scheduler(optimizer, self.cfg, self.total_steps)
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
@@ -453,6 +454,31 @@ class Engine:
         self.accelerator.end_training()
 
     # ------------------------------------------------------------------------------------------------ internals
+    def _fill_deepspeed_config(self) -> None:
+        """DeepSpeed reads batch size, accumulation and clipping from its own config; fill its "auto" values from
+        the trainer config and refuse contradicting explicit values (Accelerate would silently prefer DeepSpeed's,
+        or clip at its default 1.0)."""
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        if plugin is None:
+            return
+        ds = plugin.deepspeed_config
+        wanted = {
+            "train_micro_batch_size_per_gpu": self.cfg.per_device_train_batch_size,
+            "gradient_accumulation_steps": self.cfg.gradient_accumulation_steps,
+            "gradient_clipping": self.cfg.max_grad_norm if self.cfg.max_grad_norm > 0 else 0.0,
+        }
+        for key, value in wanted.items():
+            current = ds.get(key, "auto")
+            if current == "auto":
+                ds[key] = value
+            elif float(current) != float(value):
+                raise ValueError(
+                    f"DeepSpeed config has {key}={current} but the trainer config asks for {value}; set it to "
+                    "'auto' in the DeepSpeed/accelerate config (scripts/accelerate/*.yaml do) or change the trainer"
+                )
+        if ds.get("train_batch_size") == "auto":
+            del ds["train_batch_size"]
+
     def _require_model(self) -> torch.nn.Module:
         if self.model is None:
             raise RuntimeError("call Engine.prepare(model, total_steps=...) first")

@@ -219,3 +219,38 @@ def test_frozen_parameters_are_not_optimised_nor_checkpointed(tmp_path):
 
     saved = load_file(str(tmp_path / "checkpoints" / "checkpoint-000002" / "model.safetensors"))
     assert sorted(saved) == ["0.bias", "3.bias", "3.weight"]
+
+
+def test_tensorboard_tracker_receives_the_logged_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    engine = Engine(_cfg(max_steps=2), LoggerConfig(report_to=["tensorboard"], project="proj", progress_bar=False,
+                                                     logging_steps=1), tmp_path, run_config={"a": {"b": [1, 2]}})
+    model = engine.prepare(_model(), total_steps=2)
+    losses = _train(engine, model, micro=8, ga=1)
+    engine.end()
+    runs = [p.parent for p in (tmp_path / "proj").rglob("events.out.tfevents.*")]
+    assert runs
+    scalars = []
+    for run in set(runs):
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        if "loss" in acc.Tags()["scalars"]:
+            scalars = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in scalars] == [1, 2]
+    assert [v for _, v in scalars] == pytest.approx(losses, rel=1e-6)
+
+
+def test_bf16_mixed_precision_autocasts_the_forward(tmp_path):
+    engine = Engine(_cfg(max_steps=1, mixed_precision="bf16"), _log_cfg(), tmp_path)
+    model = engine.prepare(_model(), total_steps=1)
+    with engine.accumulate():
+        out = model(DATA_X[:8])
+        # computed under bf16 autocast (Accelerate hands the output back as fp32): values are bf16-representable
+        # and differ from the fp32 forward
+        assert torch.equal(out, out.bfloat16().float())
+        assert not torch.allclose(out, _model()(DATA_X[:8]), atol=1e-5)
+        engine.backward(((out - DATA_Y[:8]) ** 2).mean())
+    assert engine.optimizer_step() > 0
+    assert all(p.dtype == torch.float32 for p in engine.unwrap().parameters())  # master weights stay fp32

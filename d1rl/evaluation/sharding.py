@@ -4,8 +4,10 @@ d1's ``CustomDistributedSampler`` gives rank r the items r, r+W, r+2W, ... witho
 ``DistributedSampler`` would repeat items to make shards equal and so count them twice. We keep d1's split (so a
 per-rank record file lines up with d1's per-rank outputs) and its no-padding property.
 
-:class:`ProcessContext` is a thin view of Accelerate's ``PartialState`` (rank, world size, device, barrier,
-gather). Evaluation needs no model wrapping (no DDP: each rank runs its own forward passes), only these.
+:class:`ProcessContext` is a thin view of Accelerate's ``PartialState`` (rank, world size, device, barrier).
+Evaluation needs no model wrapping (no DDP: each rank runs its own forward passes) and no collective transfer of
+results: ranks "gather" through their record files in the shared output directory, which the main process reads
+after the final barrier (that is also what makes resume work with any number of processes).
 """
 
 from __future__ import annotations
@@ -28,13 +30,12 @@ def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:
 
 @dataclass
 class ProcessContext:
-    """Rank/world/device plus barrier and gather; built from Accelerate, or by hand in tests."""
+    """Rank/world/device plus a barrier; built from Accelerate, or by hand in tests."""
 
     rank: int = 0
     world_size: int = 1
     device: Any = "cpu"
     barrier: Callable[[], None] = lambda: None
-    gather: Callable[[Any], list[Any]] = lambda obj: [obj]
 
     @property
     def is_main(self) -> bool:
@@ -50,7 +51,7 @@ class ProcessContext:
         """
         import torch
         from accelerate import PartialState
-        from accelerate.utils import gather_object, parse_flag_from_env
+        from accelerate.utils import parse_flag_from_env
 
         if cpu is None:
             cpu = parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available()
@@ -64,15 +65,9 @@ class ProcessContext:
                 "accelerate launch --multi_gpu ..."
             )
 
-        def _gather(obj: Any) -> list[Any]:
-            if state.num_processes == 1:
-                return [obj]
-            return list(gather_object([obj]))
-
         return cls(
             rank=state.process_index,
             world_size=state.num_processes,
             device=state.device,
             barrier=state.wait_for_everyone,
-            gather=_gather,
         )

@@ -5,7 +5,8 @@ Models: a tiny LLaDA (the real LLaDA-8B architecture shrunk: d_model 64, 2 layer
 same with the real LLaDA vocabulary (126,464), where the per-step logits/softmax work dominates. Decoding follows
 d1's evaluation (block 32, steps = gen_length / 2, greedy, low-confidence remasking) unless flags say otherwise.
 
-Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during the timed call; on CPU the growth of the process's
+"in model" is the share of the time spent inside the model's forward; the rest is the sampler's own work
+(candidates, confidences, top-k). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during the timed call; on CPU the growth of the process's
 peak resident set (``resource`` maxrss), measured in a fresh subprocess per configuration so that one
 configuration's peak does not hide the next one's.
 
@@ -52,6 +53,24 @@ def tiny_llada(vocab_size: int, d_model: int, n_layers: int, max_len: int, seed:
     return LLaDAModelLM(config).eval()
 
 
+class _TimedModel(torch.nn.Module):
+    """Forwards to the model and adds up the time spent inside it (the rest of a step is the sampler's own work)."""
+
+    def __init__(self, inner: torch.nn.Module):
+        super().__init__()
+        self.inner = inner
+        self.config = inner.config
+        self.seconds = 0.0
+
+    def forward(self, *args, **kwargs):
+        start = time.perf_counter()
+        out = self.inner(*args, **kwargs)
+        if out.logits.is_cuda:
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
+        return out
+
+
 def _maxrss_mb() -> float:
     # Linux reports KiB
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -63,7 +82,8 @@ def measure(args: argparse.Namespace, vocab: int, gen_length: int) -> dict:
 
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
-    model = tiny_llada(vocab, args.d_model, args.n_layers, args.prompt_length + gen_length + 8).to(device, dtype)
+    model = _TimedModel(tiny_llada(vocab, args.d_model, args.n_layers, args.prompt_length + gen_length + 8)
+                        .to(device, dtype))
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, min(vocab - 64, 30000), (args.batch_size, args.prompt_length), generator=g).to(device)
     steps = max(1, int(gen_length * args.steps_ratio))
@@ -77,6 +97,7 @@ def measure(args: argparse.Namespace, vocab: int, gen_length: int) -> dict:
         base = torch.cuda.memory_allocated()
     rss_before = _maxrss_mb()
     times, nfe = [], 0
+    model.seconds = 0.0
     for _ in range(args.repeats):
         start = time.perf_counter()
         out = generate(model, prompt, **kwargs)
@@ -99,6 +120,7 @@ def measure(args: argparse.Namespace, vocab: int, gen_length: int) -> dict:
         "nfe_per_token": nfe / gen_length,
         "peak_mb": peak_mb,
         "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "model_share": model.seconds / sum(times),
     }
 
 
@@ -156,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nsampler benchmark: device {device}, dtype {args.dtype}, batch {args.batch_size}, prompt "
           f"{args.prompt_length}, block {args.block_length}, steps = {args.steps_ratio} x gen, T {args.temperature}, "
           f"threads {args.threads}, d_model {args.d_model}, layers {args.n_layers}")
-    header = f"{'vocab':>7} {'params':>7} {'gen':>5} {'NFE':>5} {'sec':>8} {'tok/s':>9} {'NFE/tok':>8} {'peak MB':>9}"
+    header = (f"{'vocab':>7} {'params':>7} {'gen':>5} {'NFE':>5} {'sec':>8} {'tok/s':>9} {'NFE/tok':>8} "
+              f"{'peak MB':>9} {'in model':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
         print(f"{r['vocab']:>7} {r['params_m']:>6.1f}M {r['gen_length']:>5} {r['steps']:>5} {r['seconds']:>8.2f} "
-              f"{r['tokens_per_s']:>9.1f} {r['nfe_per_token']:>8.3f} {r['peak_mb']:>9.1f}")
+              f"{r['tokens_per_s']:>9.1f} {r['nfe_per_token']:>8.3f} {r['peak_mb']:>9.1f} {r['model_share']:>8.0%}")
         if args.json:
             print(json.dumps(r))
     return 0

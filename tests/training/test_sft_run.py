@@ -158,3 +158,21 @@ def test_lora_sft_writes_adapter_and_merge_folds_it(tmp_path):
     assert torch.allclose(got, want, atol=1e-5)  # ... and the merged weights reproduce it
     with pytest.raises(SystemExit):
         merge_main(["--base", "tiny", "--adapter", str(tmp_path / "nothing"), "--output", str(tmp_path / "m2")])
+
+
+def test_d1_s1k_recipe_composes_with_d1_values(capsys):
+    import yaml
+
+    assert sft_main(["--recipe", "d1/sft_s1k", "--cfg", "job"]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["model"]["name_or_path"] == "GSAI-ML/LLaDA-8B-Instruct" and cfg["model"]["dtype"] == "bfloat16"
+    lora = cfg["model"]["lora"]
+    assert (lora["enabled"], lora["r"], lora["alpha"], lora["dropout"]) == (True, 128, 256, 0.05)
+    assert lora["target_modules"] == ["q_proj", "k_proj", "v_proj"]
+    t = cfg["trainer"]
+    assert (t["learning_rate"], t["lr_scheduler"], t["warmup_steps"], t["warmup_ratio"]) == (1e-5, "linear", 0, 0.0)
+    assert (t["num_train_epochs"], t["per_device_train_batch_size"], t["gradient_accumulation_steps"]) == (20, 1, 4)
+    assert (t["weight_decay"], t["max_grad_norm"], t["mixed_precision"]) == (0.1, 1.0, "bf16")
+    assert (t["save_steps"], t["save_total_limit"]) == (100, 20)
+    assert cfg["data"]["source"] == "s1k" and cfg["data"]["max_length"] == 4096 and cfg["data"]["eval_size"] == 0.01
+    assert cfg["loss"] == {"normalization": "d1", "pad_is_target": True, "t_eps": 1e-3, "eval_t": "linspace"}

@@ -55,10 +55,10 @@ def test_every_sampler_case_is_token_identical(fixture_model, reference):
         for ours, key in ((out.sequences, "sequences"), (out.decode_step, "unmask_step"), (out.trace, "x_trace")):
             if key in want and not torch.equal(ours, want[key]):
                 failures.append(f"{name}: {key} differs")
-        canonical = case["implementations"].get(case.get("canonical_implementation", ""), {})
-        expected_nfe = canonical.get("n_forward_calls", case["settings"]["total_steps_run"])
-        if out.nfe != expected_nfe or out.nfe != case["settings"]["total_steps_run"]:
-            failures.append(f"{name}: nfe {out.nfe} != {expected_nfe}")
+        canonical = case.get("implementations", {}).get(case.get("canonical_implementation", ""), {})
+        expected = {canonical.get("n_forward_calls"), case["settings"].get("total_steps_run")} - {None}
+        if expected and expected != {out.nfe}:
+            failures.append(f"{name}: nfe {out.nfe}, expected {expected}")
     assert not failures, failures
 
 

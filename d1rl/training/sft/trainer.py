@@ -53,10 +53,16 @@ def sft_forward_loss(
 
 
 def sft_eval_sums(
-    model: torch.nn.Module, batch: SFTBatch, noised: NoisedBatch, *, logits_shift: int = 0
+    model: torch.nn.Module,
+    batch: SFTBatch,
+    noised: NoisedBatch,
+    *,
+    logits_shift: int = 0,
+    row_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sums over the rows of a held-out batch: [Σ row loss, Σ CE, # masked, # rows], where a row's loss is its
-    Σ CE/t ÷ its answer length (= d1's loss of a one-row batch), so the mean does not depend on batching."""
+    Σ CE/t ÷ its answer length (= d1's loss of a one-row batch), so the mean does not depend on batching.
+    ``row_weight`` (B,) of 0/1 drops filler rows (ranks pad their share so all run the same number of forwards)."""
     from d1rl.diffusion.sft import masked_cross_entropy
 
     logits = model(noised.noisy_ids, attention_mask=batch.attention_mask).logits
@@ -64,10 +70,10 @@ def sft_eval_sums(
     ce = torch.zeros(batch.input_ids.shape, dtype=torch.float64, device=ce_values.device)
     ce = ce.masked_scatter(noised.masked, ce_values.double())
     answer = batch.answer_lengths if batch.answer_lengths is not None else batch.input_ids.shape[1] - batch.prompt_lengths
+    w = torch.ones(len(answer), dtype=torch.float64, device=ce.device) if row_weight is None else row_weight.double()
     row_loss = (ce / noised.t.double()[:, None]).sum(dim=1) / answer.clamp(min=1).double()
-    return torch.stack(
-        [row_loss.sum(), ce.sum(), noised.masked.sum().double(), torch.tensor(float(len(row_loss)), dtype=torch.float64, device=ce.device)]
-    )
+    masked = noised.masked.sum(dim=1).double()
+    return torch.stack([(w * row_loss).sum(), (w * ce.sum(dim=1)).sum(), (w * masked).sum(), w.sum()])
 
 
 class SFTTrainer:
@@ -167,6 +173,10 @@ class SFTTrainer:
         engine, data, loss_cfg = self.engine, self.data.eval, self.job.loss
         n = len(data)
         mine = list(range(engine.process_index, n, engine.num_processes))
+        # Every rank runs the same number of forwards (sharded models need it): pad the share with weight-0 rows.
+        share = math.ceil(n / engine.num_processes)
+        weights = [1.0] * len(mine) + [0.0] * (share - len(mine))
+        mine = mine + [0] * (share - len(mine))
         bs = self.job.trainer.per_device_eval_batch_size
         linspace = torch.linspace(0.0, 1.0, n)
         sums = torch.zeros(4, dtype=torch.float64, device=engine.device)
@@ -178,7 +188,8 @@ class SFTTrainer:
                 noised = noise_batch(
                     batch, self.adapter.mask_id, stream=(self.job.trainer.seed, "sft-eval-noise"), t=t, eps=loss_cfg.t_eps
                 )
-                sums += sft_eval_sums(model, batch, noised, logits_shift=self.adapter.logits_shift)
+                w = torch.tensor(weights[start : start + bs], dtype=torch.float64, device=engine.device)
+                sums += sft_eval_sums(model, batch, noised, logits_shift=self.adapter.logits_shift, row_weight=w)
         total = engine.sum_across_processes(sums) if engine.num_processes > 1 else sums
         row_loss, ce, masked, rows = total.tolist()
         return {

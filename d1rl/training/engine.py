@@ -11,14 +11,16 @@ Public API (all a trainer may use; nothing here subclasses transformers' or TRL'
     model = engine.prepare(model, total_steps=N)      # optimizer + schedule + accelerate.prepare; returns wrapped
     ref = engine.prepare_eval_model(ref_model)        # frozen extra model placed like the trainable one
     extra = engine.resume()                           # None (fresh) or the dict given to save_checkpoint
-    while engine.global_step < engine.total_steps:
+    engine.start_progress("train")                    # tqdm bar with ETA on the main process
+    while not engine.done:                            # global_step < total_steps
         for micro in micro_batches:                   # gradient_accumulation_steps per optimizer step
             with engine.accumulate():                 # skips the DDP all-reduce except on the last micro-batch
                 loss = ...                            # mean loss of this micro-batch
                 engine.backward(loss)                 # scales by 1/grad_accum
             grad_norm = engine.optimizer_step()       # clip+step+schedule+zero_grad on the sync micro-batch only;
                                                       # returns the pre-clip global grad norm, else None
-        engine.log({"loss": ...})                     # metrics.jsonl + trackers at engine.global_step
+        if engine.should_log():                       # every logger.logging_steps and at the last step
+            engine.log(engine.mean_across_processes({"loss": ...}))  # metrics.jsonl + trackers at global_step
         engine.maybe_save(lambda: {"data": ...})      # every trainer.save_steps, atomic, keeps the last K
         engine.maybe_evaluate() -> bool               # True every trainer.eval_steps (the trainer runs its eval)
     engine.save_final(tokenizer)                      # <output_dir>/final: HF checkpoint or LoRA adapter

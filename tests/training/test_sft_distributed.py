@@ -43,6 +43,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# ~45 s on the 2-core dev machine under load (launcher + 2 ranks each import torch/transformers): slow.
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_processes_match_one_process(tmp_path):
     one = tmp_path / "one"

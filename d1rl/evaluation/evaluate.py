@@ -246,8 +246,8 @@ def _check_or_reset(out_dir: Path, job: EvalJobConfig, signature: Mapping[str, A
     ctx.barrier()
 
 
-def _release(model: Any) -> None:
-    del model
+def _free_memory() -> None:
+    """Return the memory of a model the caller has dropped (several checkpoints are evaluated in a row)."""
     gc.collect()
     try:
         import torch
@@ -346,7 +346,9 @@ def evaluate_model(
         finally:
             bar.close()
         if model_and_tokenizer is None:
-            _release(model)
+            model = tokenizer = None
+            items_cache.clear()
+            _free_memory()
     ctx.barrier()
 
     if not ctx.is_main:

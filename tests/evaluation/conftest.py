@@ -35,13 +35,13 @@ def comparable_results(out_dir: Path) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def eval_args(data_dir):
-    """CLI overrides for a quick evaluation: tiny model, synthetic + Sudoku (local data), lengths 16/32, block 8."""
+    """CLI overrides for a quick evaluation: tiny model, synthetic + Sudoku (local data), lengths 8/16, block 8."""
 
     def make(out_dir, *extra: str) -> list[str]:
         return [
             "model=tiny",
             "tasks=[synthetic,sudoku]",
-            "gen_lengths=[16,32]",
+            "gen_lengths=[8,16]",
             "sampler.block_length=8",
             "limit=3",
             "batch_size=2",

@@ -12,7 +12,7 @@ from conftest import comparable_results, load_items
 
 from d1rl.evaluation.commands import eval_main
 
-KEYS = {(t, L, i) for t in ("synthetic", "sudoku") for L in (16, 32) for i in range(3)}
+KEYS = {(t, L, i) for t in ("synthetic", "sudoku") for L in (8, 16) for i in range(3)}
 
 
 def test_outputs_and_numbers(reference_run, data_dir):
@@ -48,7 +48,7 @@ def test_outputs_and_numbers(reference_run, data_dir):
             assert rec["grades"][g] == json.loads(json.dumps(tasks[task].grade(rec["completion"], row, g).to_dict()))
     # the numbers of results.json, recomputed from the records
     assert [(r["task"], r["gen_length"]) for r in res["results"]] == [
-        ("sudoku", 16), ("sudoku", 32), ("synthetic", 16), ("synthetic", 32)]
+        ("sudoku", 8), ("sudoku", 16), ("synthetic", 8), ("synthetic", 16)]
     for r in res["results"]:
         group = [v for k, v in items.items() if k[:2] == (r["task"], r["gen_length"])]
         assert r["n"] == 3 and r["steps"] == r["gen_length"] // 2

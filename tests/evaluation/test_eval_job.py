@@ -27,7 +27,7 @@ def _job(out, data_dir):
     from d1rl.tasks import TaskConfig
 
     return EvalJobConfig(model=model_preset("tiny"), sampler=SamplerConfig(block_length=8), tasks=["synthetic", "sudoku"],
-                         gen_lengths=[16, 32], limit=3, batch_size=2, output_dir=str(out),
+                         gen_lengths=[8, 16], limit=3, batch_size=2, output_dir=str(out),
                          task_defaults=TaskConfig(data_dir=str(data_dir)))
 
 

@@ -113,21 +113,20 @@ class GRPOTrainer:
 
     # ------------------------------------------------------------------------------------------------ set-up
     def _check_prompt_lengths(self, pool: list[int]) -> list[int]:
-        """Fail early (error), or drop rows (skip), for prompts over the budget; d1 truncation needs no check."""
-        if self.policy.d1_compat_truncation or self.policy.prompt_overflow == "truncate_question":
+        """prompt_overflow=skip: drop over-long rows once, here, so the prompt schedule stays a pure function of
+        the step. (With "error" an over-long row stops the run when it is drawn, naming it; d1 truncation and
+        "truncate_question" always fit.)"""
+        if self.policy.d1_compat_truncation or self.policy.prompt_overflow != "skip":
             return pool
-        fits = set(
-            fitting_rows(self.tokenizer, self.task.train_prompt, ((i, self.train_ds[i]) for i in pool),
-                         self.policy.max_prompt_length)
-        )
-        too_long = [i for i in pool if i not in fits]
-        if too_long and self.policy.prompt_overflow == "error":
-            encode_prompt(self.tokenizer, self.task.train_prompt, self.train_ds[too_long[0]], self.policy,
-                          row_name=f"task {self.job.task.name} train row {too_long[0]}")  # raises, naming it
-        if too_long:
-            self.engine.print(f"prompt_overflow=skip: {len(too_long)} of {len(pool)} training prompts are longer than "
-                              f"{self.policy.max_prompt_length} tokens and are left out")
-        return [i for i in pool if i in fits]
+        t0 = time.perf_counter()
+        rows = zip(pool, self.train_ds.select(pool))
+        kept = fitting_rows(self.tokenizer, self.task.train_prompt, rows, self.policy.max_prompt_length)
+        if len(kept) < len(pool):
+            self.engine.print(
+                f"algorithm.prompt_overflow=skip: {len(pool) - len(kept)} of {len(pool)} training prompts are longer "
+                f"than {self.policy.max_prompt_length} tokens and are left out ({time.perf_counter() - t0:.1f} s scan)"
+            )
+        return kept
 
     def _sampler_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         out = dict(kwargs)
@@ -222,7 +221,9 @@ class GRPOTrainer:
 
         attention_mask = None
         if alg.use_attention_mask:
-            attention_mask = torch.cat([prompt_mask, torch.ones_like(completion_ids)], dim=1)
+            attention_mask = torch.cat(
+                [prompt_mask.repeat_interleave(g, dim=0), torch.ones_like(completion_ids)], dim=1
+            )
         buf = RolloutBuffer(
             rollout_step=rollout_step, input_ids=sequences, attention_mask=attention_mask, prompt_length=plen,
             completion_mask=completion_mask, advantages=advantages.float(), rewards=totals.float(),

@@ -18,6 +18,14 @@ from typing import Any, Sequence
 
 _HYDRA_INFO_FLAGS = ("--cfg", "-c", "--help", "-h", "--info", "--resolve")
 
+#: Value of a setting a recipe cannot know (e.g. the SFT recipes' model.name_or_path). A plain "???" would not
+#: work there: merging OmegaConf's "???" over the base recipe's value keeps the old value.
+PLACEHOLDER_PREFIX = "MISSING-"
+_HINTS = {
+    "model.name_or_path": "the merged SFT checkpoint directory this recipe starts from (d1rl sft --recipe "
+    "d1/sft_s1k, then d1rl merge), e.g. model.name_or_path=runs/d1/sft_s1k/merged",
+}
+
 
 def _rank() -> int:
     for var in ("RANK", "LOCAL_RANK"):
@@ -27,22 +35,27 @@ def _rank() -> int:
 
 
 def check_required(cfg: Any) -> None:
-    """Turn OmegaConf's "missing mandatory value" (``???`` in a recipe) into one clear line per key.
-
-    The SFT-initialised d1 recipes leave ``model.name_or_path`` as ``???``: d1 starts those runs from a MERGED SFT
-    model (d1-reference §2.1), which the user has to produce first (``d1rl sft`` then ``d1rl merge``).
-    """
+    """Stop with one clear line per setting that must be given: OmegaConf ``???`` values and ``MISSING-...``
+    placeholders (the SFT-initialised d1 recipes leave ``model.name_or_path`` as one: d1 starts those runs from a
+    MERGED SFT model, d1-reference §2.1, which the user has to produce first)."""
     from omegaconf import OmegaConf
 
-    missing = sorted(OmegaConf.missing_keys(cfg))
-    if not missing:
+    keys = set(OmegaConf.missing_keys(cfg))
+    flat = _flatten(OmegaConf.to_container(cfg, resolve=False, throw_on_missing=False))
+    keys |= {k for k, v in flat.items() if isinstance(v, str) and v.startswith(PLACEHOLDER_PREFIX)}
+    if not keys:
         return
-    hints = {
-        "model.name_or_path": "the merged SFT checkpoint directory this recipe starts from (d1rl sft --recipe "
-        "d1/sft_s1k, then d1rl merge), e.g. model.name_or_path=runs/sft_s1k/merged",
-    }
-    lines = [f"  {key}=... : {hints.get(key, 'required by this config')}" for key in missing]
+    lines = [f"  {key}=...  ({_HINTS.get(key, 'required by this recipe')})" for key in sorted(keys)]
     raise SystemExit("d1rl train: these settings must be given on the command line:\n" + "\n".join(lines))
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
 
 
 def train_main(argv: Sequence[str]) -> int:

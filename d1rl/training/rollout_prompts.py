@@ -19,14 +19,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from d1rl.tasks.prompts import build_prompt_text
+
 ELLIPSIS = "..."
-
-
-def render_chat(tokenizer: Any, messages: list[dict], prefill: str = "") -> str:
-    """The chat template of ``messages`` with the assistant header appended (TRL's maybe_apply_chat_template) +
-    ``prefill`` (empty for d1 training prompts; "<reasoning>" for d1 eval prompts)."""
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return text + prefill
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
@@ -68,7 +63,7 @@ def encode_prompt(
     again with a shortened ``question`` column.
     """
     budget = policy.max_prompt_length
-    ids = encode(tokenizer, render_chat(tokenizer, build_messages(row), prefill))
+    ids = encode(tokenizer, build_prompt_text(tokenizer, build_messages(row), prefill))
     if len(ids) <= budget:
         return ids
     if policy.d1_compat_truncation:
@@ -101,7 +96,7 @@ def _truncate_question(
     # Re-tokenising at the cut can change the count by a token or two, so shrink until it fits.
     while keep > 0:
         short = ELLIPSIS + tokenizer.decode(q_ids[-keep:], skip_special_tokens=False).lstrip()
-        ids = encode(tokenizer, render_chat(tokenizer, build_messages({**row, "question": short}), prefill))
+        ids = encode(tokenizer, build_prompt_text(tokenizer, build_messages({**row, "question": short}), prefill))
         if len(ids) <= budget:
             return ids
         keep -= len(ids) - budget
@@ -131,10 +126,25 @@ def fitting_rows(
     rows: Iterable[tuple[int, Mapping[str, Any]]],
     budget: int,
     prefill: str = "",
+    chunk: int = 1024,
 ) -> list[int]:
-    """Indices of rows whose rendered prompt fits ``budget`` (for ``prompt_overflow=skip``, computed once)."""
+    """Indices of rows whose rendered prompt fits ``budget`` (for ``prompt_overflow=skip``, computed once at
+    start-up; tokenised in batches because datasets such as Countdown have 10^5 rows)."""
     keep: list[int] = []
+    indices: list[int] = []
+    texts: list[str] = []
+
+    def flush() -> None:
+        if texts:
+            lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+            keep.extend(i for i, n in zip(indices, lengths) if n <= budget)
+            indices.clear()
+            texts.clear()
+
     for idx, row in rows:
-        if len(encode(tokenizer, render_chat(tokenizer, build_messages(row), prefill))) <= budget:
-            keep.append(idx)
+        indices.append(idx)
+        texts.append(build_prompt_text(tokenizer, build_messages(row), prefill))
+        if len(texts) >= chunk:
+            flush()
+    flush()
     return keep

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from d1rl.models import load_tokenizer
+from d1rl.tasks.prompts import build_prompt_text
 from d1rl.training.rollout_prompts import (
     PromptPolicy,
     PromptTooLong,
@@ -13,7 +14,6 @@ from d1rl.training.rollout_prompts import (
     encode_prompt,
     fitting_rows,
     left_pad,
-    render_chat,
 )
 
 INSTRUCTIONS = "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
@@ -34,7 +34,7 @@ SHORT = {"question": "what is 1 plus 2?"}
 
 def test_fits_unchanged_and_starts_with_bos(tok):
     ids = encode_prompt(tok, build, SHORT, PromptPolicy(200))
-    assert ids == encode(tok, render_chat(tok, build(SHORT)))
+    assert ids == encode(tok, build_prompt_text(tok, build(SHORT)))
     assert ids[0] == tok.bos_token_id
     # the assistant header ends the prompt (add_generation_prompt), no prefill in training
     assert tok.decode(ids).endswith("assistant<|end_header_id|>\n\n")
@@ -47,7 +47,7 @@ def test_error_names_row_and_budget(tok):
 
 def test_d1_left_truncation_cuts_the_template(tok):
     ids = encode_prompt(tok, build, LONG, PromptPolicy(60, d1_compat_truncation=True))
-    full = encode(tok, render_chat(tok, build(LONG)))
+    full = encode(tok, build_prompt_text(tok, build(LONG)))
     assert ids == full[-60:]
     assert tok.bos_token_id not in ids  # d1 bug 12: BOS and header are gone
 

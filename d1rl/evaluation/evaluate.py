@@ -82,7 +82,7 @@ def task_config_for(job: EvalJobConfig, name: str) -> Any:
 
 def prepare_tasks(job: EvalJobConfig) -> list[PreparedTask]:
     """Load the evaluated rows of every task in ``job.tasks`` (subset and ``limit`` applied, in d1's order)."""
-    from d1rl.tasks import get_task, task_names
+    from d1rl.tasks import DataUnavailableError, get_task, task_names
 
     known = set(task_names())
     unknown = sorted((set(job.tasks) | set(job.task_overrides)) - known)
@@ -91,7 +91,14 @@ def prepare_tasks(job: EvalJobConfig) -> list[PreparedTask]:
     out = []
     for name in job.tasks:
         task = get_task(name, task_config_for(job, name))
-        ds = task.load_eval_split(job.split)
+        try:
+            ds = task.load_eval_split(job.split)
+        except DataUnavailableError as err:
+            # The task speaks of task.<key>; in an eval job those keys live under task_defaults / task_overrides.
+            raise DataUnavailableError(
+                f"{err}\n(d1rl eval: set these keys as task_defaults.<key> for every task, or "
+                f"+task_overrides.{name}.<key> for this one, e.g. task_defaults.data_dir=/path/to/data)"
+            ) from err
         if job.limit is not None and job.limit < len(ds):
             ds = ds.select(range(job.limit))
         rows = [dict(r) for r in ds]
@@ -280,8 +287,8 @@ def evaluate_model(
     model_cfg = model_cfg if model_cfg is not None else job.model
     out_dir = Path(output_dir if output_dir is not None else job.output_dir)
     started = time.time()
-    tasks = prepare_tasks(job)
     samplers = {int(L): sampler_for_length(job.sampler, int(L)) for L in job.gen_lengths}
+    tasks = prepare_tasks(job)
     expected = {ItemKey(t.name, L, i) for t in tasks for L in samplers for i in range(len(t.rows))}
     signature = run_signature(job, model_cfg, tasks)
     if extra_info:

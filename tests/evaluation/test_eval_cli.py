@@ -46,6 +46,18 @@ def test_outputs_and_numbers(reference_run, data_dir):
         assert rec["prompt_tokens"] == len(tok(rec["prompt"], add_special_tokens=False)["input_ids"])
         for g in ("d1", "robust"):
             assert rec["grades"][g] == json.loads(json.dumps(tasks[task].grade(rec["completion"], row, g).to_dict()))
+    # Sudoku is evaluated on d1's subset, in d1's order: np.random.seed(42); np.random.choice(500, 256, replace=False)
+    import csv
+
+    import numpy as np
+
+    np.random.seed(42)
+    chosen = np.random.choice(500, 256, replace=False)[:3]
+    with open(data_dir / "sudoku" / "test.csv") as fh:
+        puzzles = list(csv.DictReader(fh))
+    for i in range(3):
+        assert puzzles[chosen[i]]["Puzzle"] in items[("sudoku", 8, i)]["question"]
+        assert items[("sudoku", 8, i)]["ground_truth"] == puzzles[chosen[i]]["Solution"]
     # the numbers of results.json, recomputed from the records
     assert [(r["task"], r["gen_length"]) for r in res["results"]] == [
         ("sudoku", 8), ("sudoku", 16), ("synthetic", 8), ("synthetic", 16)]

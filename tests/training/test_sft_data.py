@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from d1rl.training.sft.config import D1_SFT_SYSTEM_PROMPT, SFTDataConfig
 from d1rl.training.sft.data import (

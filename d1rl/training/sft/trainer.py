@@ -20,7 +20,7 @@ import torch
 
 from d1rl.training.batching import DataPosition, GlobalBatchSchedule
 from d1rl.training.engine import Engine, evaluation_mode
-from d1rl.training.sft.config import SFTJobConfig, SFTLossConfig
+from d1rl.training.sft.config import SFTJobConfig
 from d1rl.training.sft.data import NoisedBatch, SFTBatch, SFTExample, build_sft_datasets, collate, noise_batch
 
 log = logging.getLogger(__name__)
@@ -212,4 +212,4 @@ def run_sft(job: SFTJobConfig) -> Path:
     return SFTTrainer(job).run()
 
 
-__all__ = ["SFTLossConfig", "SFTTrainer", "run_sft", "sft_eval_sums", "sft_forward_loss"]
+__all__ = ["SFTTrainer", "run_sft", "sft_eval_sums", "sft_forward_loss"]

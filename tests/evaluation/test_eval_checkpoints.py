@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 import torch
 from conftest import load_items
 
@@ -59,3 +60,22 @@ def test_accuracy_vs_step_over_all_checkpoint_kinds(reference_run, eval_args, tm
     res30 = json.loads((out / "checkpoint-000030" / "results.json").read_text())
     assert res30["step"] == 30 and res30["checkpoint_kind"] == "engine"
     assert res30["model"]["lora"]["r"] == 4
+
+
+@pytest.mark.slow
+def test_real_sft_run_engine_checkpoint_equals_its_final_adapter(eval_args, tmp_path):
+    """A real ``d1rl sft`` LoRA run: its last engine checkpoint, evaluated through ckpts=, gives the same
+    completions as the adapter the run writes at the end (loaded with model.lora.adapter_path)."""
+    from d1rl.training.commands import sft_main
+
+    run = tmp_path / "sft"
+    assert sft_main([f"output_dir={run}", "trainer.max_steps=4", "trainer.save_steps=2", "trainer.eval_steps=0",
+                     "model.lora.enabled=true", "model.lora.r=8", "hydra.job_logging.root.level=WARNING"]) == 0
+    common = ["tasks=[synthetic]", "gen_lengths=[16]", "limit=4"]
+    assert eval_main(eval_args(tmp_path / "curve", f"ckpts={run}", *common)) == 0
+    assert eval_main(eval_args(tmp_path / "final", f"model.lora.adapter_path={run / 'final'}", *common)) == 0
+    curve = json.loads((tmp_path / "curve" / "results_by_step.json").read_text())
+    assert [p["step"] for p in curve["points"]] == [2, 4]
+    last = load_items(tmp_path / "curve" / "checkpoint-000004")
+    assert last == load_items(tmp_path / "final")
+    assert last != load_items(tmp_path / "curve" / "checkpoint-000002")

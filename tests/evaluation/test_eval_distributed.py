@@ -13,7 +13,6 @@ from conftest import comparable_results, load_items
 
 
 @pytest.mark.distributed
-@pytest.mark.slow
 def test_two_processes_equal_one(reference_run, eval_args, tmp_path):
     out = tmp_path / "two"
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",

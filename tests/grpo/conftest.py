@@ -26,7 +26,7 @@ def tiny_job(output_dir, *, algorithm=None, trainer=None, sampler=None, model=No
 
     model = dict(model or {})
     lora = model.pop("lora", None)
-    model_cfg = ModelConfig(name_or_path="tiny", device="cpu", **model)
+    model_cfg = ModelConfig(**{"name_or_path": "tiny", "device": "cpu", **model})
     if lora is not None:
         model_cfg = replace(model_cfg, lora=LoraSettings(**lora))
     task_kw = {"name": "synthetic", "source": "synthetic", "extra_rewards": [DIGIT_REWARD], **(task or {})}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 
@@ -40,26 +40,6 @@ def noised_inputs(
     k = inner_iteration if random_masking else 0
     gen = mask_generator(int(seed), int(buffer.rollout_step), int(k), int(rank))
     return estimator.noise(buffer.input_ids, buffer.prompt_length, gen, buffer.attention_mask)
-
-
-def batched_log_probs(
-    estimator: Any,
-    model: Callable[..., Any],
-    buffer: RolloutBuffer,
-    noised: torch.Tensor,
-    slices: list[slice],
-) -> torch.Tensor:
-    """(N, G) float32 log-probs of the buffer under ``model`` with the given noised inputs, no grad, micro-batched."""
-    out = []
-    with torch.no_grad():
-        for sl in slices:
-            mb = buffer.micro_batch(sl)
-            lp = estimator.log_probs(
-                model, mb["input_ids"], buffer.prompt_length, attention_mask=mb["attention_mask"],
-                noised_ids=noised[sl],
-            )
-            out.append(lp.float())
-    return torch.cat(out, dim=0)
 
 
 class ReferencePolicy:
@@ -99,7 +79,3 @@ class ReferencePolicy:
                     yield self.model
             else:
                 yield self.model
-
-    def log_probs(self, estimator: Any, buffer: RolloutBuffer, noised: torch.Tensor, slices: list[slice]) -> torch.Tensor:
-        with self.active() as ref:
-            return batched_log_probs(estimator, ref, buffer, noised, slices)

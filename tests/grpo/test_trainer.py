@@ -156,3 +156,30 @@ def test_resume_after_crash_gives_identical_metrics(tmp_path):
     assert [m["step"] for m in read_metrics(cut) if "val/accuracy" not in m] == [1, 2, 3, 4, 5, 6]
     lines = lambda p: [json.loads(x)["completion"] for x in (p / "completions.jsonl").read_text().splitlines()]
     assert lines(cut) == lines(full)
+
+
+def test_continues_from_a_saved_lora_adapter(tmp_path):
+    """RL from an adapter (e.g. an SFT LoRA): the adapter is loaded trainable, the reference is the base without it."""
+    lora = {"enabled": True, "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]}
+    first = tmp_path / "first"
+    GRPOTrainer(tiny_job(first, model={"lora": lora}, trainer={"max_steps": 2, "learning_rate": 1e-2},
+                         task={"extra_rewards": [LENGTH_REWARD]}, algorithm={"beta": 0.04})).train()
+    adapter = first / "final"
+    assert (adapter / "adapter_config.json").exists()
+
+    second = tiny_job(tmp_path / "second", model={"lora": {**lora, "adapter_path": str(adapter)}},
+                      trainer={"max_steps": 1}, algorithm={"beta": 0.04, "num_iterations": 1})
+    trainer = GRPOTrainer(second)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(adapter / "adapter_model.safetensors"))
+    loaded = {n: p for n, p in trainer.engine.unwrap(trainer.model).named_parameters() if p.requires_grad}
+    assert len(loaded) == len(saved) and len(saved) > 0
+    for name, tensor in saved.items():
+        match = [p for n, p in loaded.items() if n.replace(".default", "").endswith(name.split("base_model.model.", 1)[-1])]
+        assert len(match) == 1 and torch.equal(match[0].detach(), tensor), name
+    assert trainer.reference is not None and trainer.reference.mode == "disable_adapter"
+    events = record(trainer)
+    trainer.train()
+    cur, ref = by_key(events, "current"), by_key(events, "ref")
+    assert not torch.allclose(cur[(0, 0)][1], ref[(0, 0)][1])  # the loaded adapter is active, the reference is not

@@ -37,7 +37,7 @@ from d1rl.diffusion import completion_mask_from_ids, get_estimator, policy_loss
 from d1rl.training.batching import keyed_generator
 from d1rl.training.engine import Engine, evaluation_mode
 from d1rl.training.grpo_config import TrainJobConfig
-from d1rl.training.grpo_logprobs import ReferencePolicy, batched_log_probs, noised_inputs
+from d1rl.training.grpo_logprobs import ReferencePolicy, noised_inputs
 from d1rl.training.grpo_schedule import BatchGeometry, PromptSchedule, split_holdout, step_position
 from d1rl.training.rollout import reward_name, rewards_to_advantages, sample_completions, score_completions
 from d1rl.training.rollout_buffer import RolloutBuffer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import HERE, read_metrics
+from grpo_helpers import HERE, read_metrics
 
 REPO = HERE.parent.parent
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from conftest import LENGTH_REWARD, read_metrics, tiny_job
+from grpo_helpers import LENGTH_REWARD, read_metrics, tiny_job
 from d1rl.training.grpo import GRPOTrainer
 
 torch.set_num_threads(2)

@@ -239,7 +239,7 @@ class GRPOTrainer:
         })
         for key, value in metrics.items():
             self.pending.setdefault(key, []).append(value)
-        self._write_completions(rollout_step, rows, texts, rewards_per_func, advantages)
+        self._write_completions(rollout_step, prompt_lists, texts, rewards_per_func, advantages)
         return buf
 
     def _compute_old_logps(self, buf: RolloutBuffer) -> None:
@@ -255,8 +255,10 @@ class GRPOTrainer:
                                        random_masking=alg.random_masking)
                 buf.old_logps[k] = torch.cat([self._log_probs("old", model, buf, noised, sl, k).float() for sl in slices])
 
-    def _write_completions(self, rollout_step: int, rows: list[Mapping[str, Any]], texts: list[str],
+    def _write_completions(self, rollout_step: int, prompts: list[list[int]], texts: list[str],
                            rewards_per_func: torch.Tensor, advantages: torch.Tensor) -> None:
+        """A few completions of this rollout (rank 0) with the prompt exactly as the model saw it (template and any
+        truncation included), per-function rewards and advantage."""
         n = self.alg.log_completions
         if n <= 0 or not self.engine.is_main_process:
             return
@@ -266,7 +268,7 @@ class GRPOTrainer:
                 record = {
                     "step": self.engine.global_step,
                     "rollout_step": rollout_step,
-                    "prompt": self.task.train_prompt(rows[i // g]),
+                    "prompt": self.tokenizer.decode(prompts[i // g]),
                     "completion": texts[i],
                     "rewards": {name: _finite(float(v)) for name, v in zip(self.reward_names, rewards_per_func[i].tolist())},
                     "advantage": float(advantages[i]),

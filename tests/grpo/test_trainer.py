@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -108,7 +109,8 @@ def test_logged_metrics_and_completions(tmp_path):
     records = [json.loads(x) for x in (tmp_path / "completions.jsonl").read_text().splitlines()]
     assert len(records) == 3 and records[0]["step"] == 0
     assert set(records[0]["rewards"]) == {"arithmetic_correctness_reward", "arithmetic_format_reward", "digit_reward"}
-    assert records[0]["prompt"][0]["content"].startswith("Compute column by column.")
+    assert records[0]["prompt"].startswith("<|startoftext|><|start_header_id|>user")
+    assert "Compute column by column." in records[0]["prompt"]
     assert (tmp_path / "final" / "model.safetensors").exists()
 
 
@@ -183,3 +185,31 @@ def test_continues_from_a_saved_lora_adapter(tmp_path):
     trainer.train()
     cur, ref = by_key(events, "current"), by_key(events, "ref")
     assert not torch.allclose(cur[(0, 0)][1], ref[(0, 0)][1])  # the loaded adapter is active, the reference is not
+
+
+@pytest.mark.slow
+def test_reward_rises_on_the_synthetic_task_after_sft(tmp_path):
+    """The real objective: `d1rl sft` on the tiny model, then diffu-GRPO with the synthetic task's own rewards.
+
+    The SFT'd tiny model is weak (0 % greedy accuracy after 400 steps, see /work/notes/grpo.md), so the measurable
+    gain is the format reward. Measured (CPU, 2 threads, ~3 min idle): reward per rollout
+    0.102, 0.164, 0.164, 0.102, 0.062, ... 0.219, 0.164, 0.211, 0.172, 0.203, 0.258 over 30 rollouts:
+    mean of the first five 0.119, of the last five 0.202. Asserted margin: +0.04.
+    """
+    from d1rl.training.commands import sft_main
+
+    sft_dir = tmp_path / "sft"
+    assert sft_main([f"output_dir={sft_dir}", f"hydra.run.dir={sft_dir}", "logger.progress_bar=false",
+                     "data.max_length=64", "trainer.max_steps=400", "trainer.save_steps=0",
+                     "trainer.eval_steps=0"]) == 0
+    rl = tmp_path / "rl"
+    job = tiny_job(rl, model={"name_or_path": str(sft_dir / "final")}, task={"extra_rewards": []},
+                   sampler={"gen_length": 32, "block_length": 32, "steps": 16},
+                   algorithm={"num_generations": 8},
+                   trainer={"learning_rate": 2e-4, "max_steps": 60, "per_device_train_batch_size": 32})
+    job = replace(job, task=replace(job.task, synthetic=replace(job.task.synthetic, num_train=2000)))
+    GRPOTrainer(job).train()
+    curve = [m["reward"] for m in read_metrics(rl) if "reward" in m]
+    print("reward per rollout:", [round(x, 3) for x in curve])
+    assert len(curve) == 30
+    assert sum(curve[-5:]) / 5 - sum(curve[:5]) / 5 >= 0.04, curve

@@ -192,9 +192,9 @@ def test_reward_rises_on_the_synthetic_task_after_sft(tmp_path):
     """The real objective: `d1rl sft` on the tiny model, then diffu-GRPO with the synthetic task's own rewards.
 
     The SFT'd tiny model is weak (0 % greedy accuracy after 400 steps, see /work/notes/grpo.md), so the measurable
-    gain is the format reward. Measured (CPU, 2 threads, ~3 min idle): reward per rollout
-    0.102, 0.164, 0.164, 0.102, 0.062, ... 0.219, 0.164, 0.211, 0.172, 0.203, 0.258 over 30 rollouts:
-    mean of the first five 0.119, of the last five 0.202. Asserted margin: +0.04.
+    gain is mostly the format reward. Measured (CPU, 2 threads; ~7 min for the RL part under load), mean reward per
+    block of 10 rollouts: 0.107, 0.086, 0.182, 0.207, 0.276 (first rollouts 0.094, 0.102, 0.172 ..., last ones
+    0.305, 0.312, 0.297, 0.289, 0.289). Asserted: the last 10 rollouts beat the first 10 by at least 0.08.
     """
     from d1rl.training.commands import sft_main
 
@@ -206,10 +206,10 @@ def test_reward_rises_on_the_synthetic_task_after_sft(tmp_path):
     job = tiny_job(rl, model={"name_or_path": str(sft_dir / "final")}, task={"extra_rewards": []},
                    sampler={"gen_length": 32, "block_length": 32, "steps": 16},
                    algorithm={"num_generations": 8},
-                   trainer={"learning_rate": 2e-4, "max_steps": 60, "per_device_train_batch_size": 32})
+                   trainer={"learning_rate": 1e-4, "max_steps": 100, "per_device_train_batch_size": 32})
     job = replace(job, task=replace(job.task, synthetic=replace(job.task.synthetic, num_train=2000)))
     GRPOTrainer(job).train()
     curve = [m["reward"] for m in read_metrics(rl) if "reward" in m]
     print("reward per rollout:", [round(x, 3) for x in curve])
-    assert len(curve) == 30
-    assert sum(curve[-5:]) / 5 - sum(curve[:5]) / 5 >= 0.04, curve
+    assert len(curve) == 50
+    assert sum(curve[-10:]) / 10 - sum(curve[:10]) / 10 >= 0.08, curve

@@ -117,8 +117,8 @@ def test_logged_metrics_and_completions(tmp_path):
 def test_reward_rises(tmp_path):
     """Diffu-GRPO raises the reward: untrained tiny model, synthetic prompts + the dense digit reward.
 
-    Measured (CPU, 2 threads): mean digit reward per rollout 0.03 → ~0.6 within 5 rollouts at lr 3e-3 (report in
-    the module's README note). Asserted margin: the last two rollouts beat the first by at least 0.15.
+    Measured (CPU, 2 threads, ~2 s idle): digit reward per rollout 0.016, 0.109, 0.18, 0.141, 0.422, 0.695
+    (6 rollouts x 16 completions, μ = 2, lr 3e-3). Asserted: the last two rollouts beat the first by >= 0.15.
     """
     job = tiny_job(tmp_path, algorithm={"num_generations": 8}, trainer={"max_steps": 12, "per_device_train_batch_size": 8})
     GRPOTrainer(job).train()

@@ -87,7 +87,8 @@ class GRPOTrainer:
         self.policy = PromptPolicy(alg.max_prompt_length, alg.prompt_overflow, alg.d1_compat_truncation)
         pool, held = split_holdout(len(self.train_ds), job.validation.holdout_size, self.seed)
         pool = self._check_prompt_lengths(pool)
-        self.schedule = PromptSchedule(pool, self.geometry.prompts_per_step, self.seed)
+        self.schedule = PromptSchedule(pool, self.geometry.prompts_per_process, world_size=self.world, rank=self.rank,
+                                       seed=self.seed)
         self.validation_rows = held[: job.validation.num_items or None]
         self._validation_prompts = self._encode_validation_prompts() if job.validation.enabled else []
 
@@ -184,7 +185,7 @@ class GRPOTrainer:
         """Sample, score and buffer rollout ``rollout_step`` on this rank (see the module docstring)."""
         alg, eng, dev = self.alg, self.engine, self.engine.device
         t0 = time.perf_counter()
-        indices = self.schedule.indices(rollout_step, self.rank, self.world)
+        indices = self.schedule.indices(rollout_step)
         rows = [self.train_ds[i] for i in indices]
         prompt_lists = []
         for idx, row in zip(indices, rows):

@@ -1,4 +1,4 @@
-"""Where the diffu-GRPO loop is, derived from the optimizer step alone (pure Python, no torch state).
+"""Where the diffu-GRPO loop is, derived from the optimizer step and the seed alone (no model state).
 
 One *rollout step* samples a batch of completions and is followed by μ = ``num_iterations`` optimizer steps over
 that same buffered batch (each optimizer step = one pass over the buffer, split into gradient-accumulation
@@ -15,7 +15,6 @@ shared by every micro-batch of that optimizer step, so the μ passes over a batc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 
 @dataclass(frozen=True)
@@ -111,56 +110,40 @@ class BatchGeometry:
 class PromptSchedule:
     """Stateless prompt order: which dataset rows each process uses at each rollout step.
 
-    Rows ``pool`` (dataset indices available for training, i.e. without the validation hold-out) are visited in a
-    fresh seeded permutation every epoch, as one endless stream; rollout step r takes the next ``prompts_per_step``
-    items of the stream and process ``rank`` takes its contiguous share. Everything is derived from
-    (seed, rollout step), so resume needs only the step counter. (d1 uses TRL's RepeatRandomSampler, seed 42, which
-    also visits a random permutation; the exact order is not reproduced.)
+    The engine's :class:`~d1rl.training.batching.GlobalBatchSchedule` over the ``pool`` of usable rows (the train
+    split minus the validation hold-out): one seeded permutation per epoch, each rollout step takes the next
+    ``prompts_per_process × world_size`` rows and each rank its own slice; rows left over at the end of an epoch
+    wait for a later permutation, like the full batches of d1's TRL RepeatRandomSampler (whose exact order is not
+    reproduced). Everything is a function of (seed, rollout step), so resume needs only the step counter.
     """
 
-    def __init__(self, pool: list[int], prompts_per_step: int, seed: int) -> None:
+    def __init__(self, pool: list[int], prompts_per_process: int, *, world_size: int = 1, rank: int = 0,
+                 seed: int = 42) -> None:
+        from d1rl.training.batching import GlobalBatchSchedule
+
         if not pool:
             raise ValueError("no training prompts left (the dataset is empty or the validation hold-out takes all)")
-        if prompts_per_step < 1:
-            raise ValueError(f"prompts_per_step must be >= 1, got {prompts_per_step}")
         self.pool = list(pool)
-        self.prompts_per_step = prompts_per_step
-        self.seed = seed
+        self._batches = GlobalBatchSchedule(
+            len(self.pool), per_device_batch=prompts_per_process, world_size=world_size, rank=rank, grad_accum=1,
+            seed=seed,
+        )
 
     @property
-    def steps_per_epoch(self) -> float:
-        return len(self.pool) / self.prompts_per_step
+    def steps_per_epoch(self) -> int:
+        """Rollout steps per pass over the pool."""
+        return self._batches.steps_per_epoch
 
-    def _permutation(self, epoch: int) -> list[int]:
-        return _seeded_permutation(len(self.pool), self.seed, epoch)
+    def indices(self, rollout_step: int) -> list[int]:
+        """Dataset indices of this rank's prompts at ``rollout_step``."""
+        from d1rl.training.batching import DataPosition
 
-    def indices(self, rollout_step: int, rank: int = 0, world_size: int = 1) -> list[int]:
-        """Dataset indices of the prompts of ``rank`` at ``rollout_step``."""
-        if self.prompts_per_step % world_size:
-            raise ValueError(f"prompts_per_step {self.prompts_per_step} not divisible by world size {world_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world size {world_size}")
-        per_rank = self.prompts_per_step // world_size
-        n = len(self.pool)
-        start = rollout_step * self.prompts_per_step + rank * per_rank
-        out = []
-        for pos in range(start, start + per_rank):
-            epoch, offset = divmod(pos, n)
-            out.append(self.pool[self._permutation(epoch)[offset]])
-        return out
+        epoch, step = divmod(rollout_step, self.steps_per_epoch)
+        return [self.pool[j] for j in self._batches.micro_batches(DataPosition(epoch, step))[0]]
 
     def epoch_of(self, rollout_step: int) -> float:
-        """Fractional epoch reached after ``rollout_step`` + 1 rollouts (for logging)."""
-        return (rollout_step + 1) * self.prompts_per_step / len(self.pool)
-
-
-@lru_cache(maxsize=8)
-def _seeded_permutation(n: int, seed: int, epoch: int) -> list[int]:
-    import torch
-
-    from d1rl.training.batching import keyed_generator
-
-    return torch.randperm(n, generator=keyed_generator(seed, "grpo-prompts", epoch)).tolist()
+        """Epochs completed after rollout ``rollout_step`` (for logging)."""
+        return (rollout_step + 1) / self.steps_per_epoch
 
 
 def split_holdout(num_rows: int, holdout_size: int, seed: int) -> tuple[list[int], list[int]]:
@@ -175,7 +158,11 @@ def split_holdout(num_rows: int, holdout_size: int, seed: int) -> tuple[list[int
         raise ValueError(
             f"validation.holdout_size={holdout_size} leaves no training prompts (train split has {num_rows} rows)"
         )
-    perm = _seeded_permutation(num_rows, seed, -1)  # "epoch" -1: a stream no epoch uses
+    import torch
+
+    from d1rl.training.batching import keyed_generator
+
+    perm = torch.randperm(num_rows, generator=keyed_generator(seed, "grpo-validation-holdout")).tolist()
     held = sorted(perm[:holdout_size])
     held_set = set(held)
     return [i for i in range(num_rows) if i not in held_set], held

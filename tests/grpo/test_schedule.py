@@ -54,29 +54,29 @@ def test_batch_geometry_rejects_split_groups():
 
 
 def test_prompt_schedule_covers_each_epoch_once_and_is_stateless():
-    pool = list(range(10, 30))  # 20 usable rows
-    sched = PromptSchedule(pool, prompts_per_step=4, seed=42)
-    seen = []
-    for step in range(5):  # one epoch = 5 rollout steps
-        per_rank = [sched.indices(step, rank, 2) for rank in range(2)]
-        assert all(len(x) == 2 for x in per_rank)
-        seen += per_rank[0] + per_rank[1]
+    pool = list(range(10, 30))  # 20 usable rows, 2 ranks x 2 prompts: one epoch = 5 rollout steps
+    ranks = [PromptSchedule(pool, 2, world_size=2, rank=r, seed=42) for r in range(2)]
+    assert ranks[0].steps_per_epoch == 5
+    seen = [i for step in range(5) for sched in ranks for i in sched.indices(step)]
     assert sorted(seen) == pool
     # Same answer from a fresh object (resume needs only the step counter) ...
-    again = PromptSchedule(pool, prompts_per_step=4, seed=42)
-    assert again.indices(3, 1, 2) == sched.indices(3, 1, 2)
-    # ... a different order next epoch and for another seed.
-    epoch0 = [i for s in range(5) for i in sched.indices(s)]
-    epoch1 = [i for s in range(5, 10) for i in sched.indices(s)]
-    assert sorted(epoch1) == pool and epoch1 != epoch0
-    assert [i for s in range(5) for i in PromptSchedule(pool, 4, seed=7).indices(s)] != epoch0
+    assert PromptSchedule(pool, 2, world_size=2, rank=1, seed=42).indices(3) == ranks[1].indices(3)
+    # ... a different order in the next epoch and for another seed.
+    epoch1 = [i for step in range(5, 10) for sched in ranks for i in sched.indices(step)]
+    assert sorted(epoch1) == pool and epoch1 != seen
+    other = [i for step in range(5) for r in range(2) for i in PromptSchedule(pool, 2, world_size=2, rank=r, seed=7).indices(step)]
+    assert other != seen
+    assert ranks[0].epoch_of(4) == 1.0
 
 
-def test_prompt_schedule_crosses_epoch_boundary():
-    sched = PromptSchedule(list(range(5)), prompts_per_step=3, seed=0)
-    stream = [i for s in range(5) for i in sched.indices(s)]  # 15 items = 3 epochs
-    for e in range(3):
-        assert sorted(stream[5 * e : 5 * e + 5]) == list(range(5))
+def test_prompt_schedule_drops_the_incomplete_batch_of_an_epoch():
+    sched = PromptSchedule(list(range(5)), 3, seed=0)  # 1 full batch per epoch; 2 rows wait for a later epoch
+    assert sched.steps_per_epoch == 1
+    batches = [sched.indices(s) for s in range(4)]
+    assert all(len(set(b)) == 3 and set(b) <= set(range(5)) for b in batches)
+    assert len({tuple(b) for b in batches}) > 1
+    with pytest.raises(ValueError, match="fewer than one global batch"):
+        PromptSchedule(list(range(5)), 3, world_size=2, rank=0, seed=0)
 
 
 def test_split_holdout():

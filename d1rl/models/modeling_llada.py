@@ -174,6 +174,31 @@ class LLaDABlock(nn.Module):
         return x + self.dropout(h)
 
 
+def select_positions(x: torch.Tensor, keep: int | slice | torch.Tensor | None) -> torch.Tensor:
+    """The positions of ``x`` (B, T, ...) whose logits are wanted.
+
+    Why: the output head is (d_model x vocab); at LLaDA's vocabulary of 126,464 the full (B, T, V) logits dominate
+    the memory and time of a forward, while the sampler needs one block and the estimator only the completion.
+    ``None`` or ``0`` keeps every position (transformers' convention for ``logits_to_keep``), a positive int keeps
+    the last ``keep`` positions, a slice or a 1-D index tensor selects positions along the sequence axis.
+    """
+    if keep is None:
+        return x
+    if isinstance(keep, bool):
+        raise TypeError("logits_to_keep must be an int, a slice or a 1-D index tensor, not a bool")
+    if isinstance(keep, int):
+        if keep < 0:
+            raise ValueError(f"logits_to_keep must be >= 0, got {keep}")
+        return x if keep == 0 else x[:, -keep:]
+    if isinstance(keep, slice):
+        return x[:, keep]
+    if isinstance(keep, torch.Tensor):
+        if keep.dim() != 1:
+            raise ValueError(f"logits_to_keep as a tensor must be 1-D positions, got shape {tuple(keep.shape)}")
+        return x.index_select(1, keep.to(device=x.device, dtype=torch.long))
+    raise TypeError(f"logits_to_keep must be an int, a slice or a 1-D index tensor, got {type(keep).__name__}")
+
+
 class LLaDAModel(nn.Module):
     """The transformer body; ``transformer`` is a ModuleDict so parameter names match the official checkpoint."""
 
@@ -205,6 +230,7 @@ class LLaDAModel(nn.Module):
         inputs_embeds: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
+        logits_to_keep: int | slice | torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
         cfg = self.config
         x = self.transformer["wte"](input_ids) if inputs_embeds is None else inputs_embeds
@@ -245,6 +271,7 @@ class LLaDAModel(nn.Module):
                 x = block(x, cos, sin, bias, rotate_dtype, impl)
         if output_hidden_states:
             hidden.append(x)
+        x = select_positions(x, logits_to_keep)
         x = self.transformer["ln_f"](x)
         if cfg.weight_tying:
             logits = F.linear(x, self.transformer["wte"].weight)
@@ -325,6 +352,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         labels: torch.Tensor | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
+        logits_to_keep: int | slice | torch.Tensor | None = None,
         **kwargs: Any,
     ) -> MaskedLMOutput | tuple:
         """Bidirectional forward.
@@ -338,6 +366,9 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
                 ``logits[:, i]`` against ``labels[:, i]`` (no shift, no 1/t weighting: the diffusion losses live in
                 ``d1rl.diffusion``).
             output_hidden_states: also return the input of every block and the final pre-norm state.
+            logits_to_keep: compute the output head only at some positions (see :func:`select_positions`):
+                None/0 = all, k > 0 = the last k, a slice or a 1-D index tensor. ``logits`` then has that many
+                positions and ``labels`` must match them.
             kwargs: generic keywords from wrappers (``use_cache``, ``output_attentions``, ...) are accepted; a KV cache
                 or attention maps are not available and asking for them raises.
         """
@@ -356,6 +387,7 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             inputs_embeds=inputs_embeds,
             position_ids=position_ids,
             output_hidden_states=output_hidden_states,
+            logits_to_keep=logits_to_keep,
         )
         loss = None
         if labels is not None:

@@ -173,3 +173,25 @@ def test_lora_with_gradient_checkpointing_gets_gradients(fixtures_dir: Path) -> 
     assert len(grads) == 2 and all(g is None or g.abs().sum() == 0 for g in grads)  # B = 0 at init: dL/dA = 0
     grads_b = [p.grad for n, p in model.named_parameters() if "lora_B" in n]
     assert all(g is not None and g.abs().max().item() > 0 for g in grads_b)
+
+
+# ------------------------------------------------------------------ logits_to_keep
+def test_logits_to_keep_selects_positions_exactly(fixture_model: LLaDAModelLM) -> None:
+    torch.manual_seed(0)
+    ids = torch.randint(0, 1990, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0
+    full = fixture_model(ids, attention_mask=mask).logits
+    assert full.shape[1] == 12
+    assert torch.equal(fixture_model(ids, attention_mask=mask, logits_to_keep=0).logits, full)
+    # the head is a matmul over fewer rows: same values up to summation order (float64)
+    same = dict(rtol=0.0, atol=1e-12)
+    torch.testing.assert_close(fixture_model(ids, attention_mask=mask, logits_to_keep=5).logits, full[:, -5:], **same)
+    sliced = fixture_model(ids, attention_mask=mask, logits_to_keep=slice(4, 8)).logits
+    torch.testing.assert_close(sliced, full[:, 4:8], **same)
+    picked = torch.tensor([0, 7, 11])
+    torch.testing.assert_close(fixture_model(ids, attention_mask=mask, logits_to_keep=picked).logits, full[:, picked], **same)
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        fixture_model(ids, logits_to_keep=-1)
+    with pytest.raises(TypeError, match="logits_to_keep"):
+        fixture_model(ids, logits_to_keep=1.5)

@@ -7,6 +7,7 @@ transformers uses these classes and never prompts for (or runs) remote code.
 
 Public API:
     LLaDAConfig, LLaDAModelLM          the model (d1rl.models.configuration_llada / modeling_llada)
+    LLaDAKVCache                       per-layer keys/values for the sampler's approximate KV cache
     ModelAdapter                       mask/eos/pad/eot/bos ids + logits alignment (d1rl.models.adapter)
     ModelConfig, LoraSettings, QuantizationSettings, load_model_and_tokenizer, load_tokenizer, model_preset
                                        the ``model=`` config group and the loader (d1rl.models.loading)
@@ -28,7 +29,7 @@ from d1rl.models.loading import (
     model_preset,
 )
 from d1rl.models.lora import LoraSettings, apply_lora, resolve_target_modules
-from d1rl.models.modeling_llada import LLaDAModelLM
+from d1rl.models.modeling_llada import LLaDAKVCache, LLaDAModelLM
 from d1rl.models.tiny import build_tiny, tiny_path
 
 
@@ -43,6 +44,7 @@ _register()
 
 __all__ = [
     "LLaDAConfig",
+    "LLaDAKVCache",
     "LLaDAModelLM",
     "LoraSettings",
     "ModelAdapter",

@@ -15,6 +15,21 @@ What the forward computes (see also ``shared/fixtures/README.md`` section 2):
 * final RMSNorm and the output head ``transformer.ff_out``. ``logits[:, i]`` predicts the token AT position i
   (a masked LM: no shift).
 
+Approximate KV cache for diffusion sampling (Fast-dLLM style, arXiv 2505.22618; used by ``d1rl.sampling`` with
+``cache: prefix | dual``). A bidirectional model has no exact KV cache: every position's keys/values depend on the
+whole sequence, so they change whenever any token is unmasked. Fast-dLLM's observation is that the keys/values of
+positions far from the block being decoded change little between neighbouring steps, so they can be computed once
+per block and reused. Two pieces make this possible here:
+
+* ``model(ids, attention_mask=m, return_kv_cache=True)`` also returns a :class:`LLaDAKVCache` with every layer's
+  keys/values (after RoPE, before the grouped-query repeat) of all positions it was given;
+* ``model(sub_ids, position_ids=pos, kv_cache=cache)`` runs the forward for a SUBSET of positions only: their
+  queries/keys/values are computed at their true RoPE positions ``pos`` and every layer attends to the cached
+  keys/values of the other positions plus their own. Pad keys stay masked through ``cache.attention_mask``.
+
+With a cache computed from the same tokens, the subset's logits equal those positions of a full forward (up to
+summation order); the approximation only enters when the cache is reused after tokens changed.
+
 Numerics. By default norms and RoPE run in the model's dtype, except in bf16/fp16 where the RMSNorm statistics and
 the RoPE tables/rotation are computed in float32 (low-precision rsqrt/sin/cos lose several bits and RoPE angles at
 position ~4k are large). In float64 this gives a "pure" float64 model. The official code always does these in float32,
@@ -25,6 +40,7 @@ reference fixtures need to match bit-for-bit.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -102,6 +118,75 @@ def apply_rope(t: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rotate_dty
     return out.to(t.dtype)
 
 
+@dataclass
+class LLaDAKVCache:
+    """Keys/values of a set of positions for every layer: what a cached forward attends to besides its own tokens.
+
+    Produced by ``LLaDAModelLM(..., return_kv_cache=True)`` (it covers exactly the positions of that forward, in
+    order); narrowed with :meth:`select`; consumed by ``LLaDAModelLM(..., kv_cache=cache, position_ids=...)``.
+    The cached positions must be DIFFERENT from the ones fed with it (a position fed again would be attended
+    twice, once stale); attention is order-free over keys, so the cached positions need not be contiguous.
+
+    Attributes:
+        keys: one (B, n_kv_heads, C, head_dim) tensor per layer, RoPE already applied at the positions the keys
+            were computed for (so they stay valid wherever they are attended from).
+        values: one (B, n_kv_heads, C, head_dim) tensor per layer.
+        attention_mask: (B, C), 1 = real token, 0 = pad (never attended), or None when no cached key is a pad.
+    """
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    attention_mask: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.keys) != len(self.values) or not self.keys:
+            raise ValueError(f"LLaDAKVCache needs one keys and one values tensor per layer "
+                             f"(got {len(self.keys)} and {len(self.values)})")
+        shape = tuple(self.keys[0].shape)
+        if len(shape) != 4 or any(tuple(t.shape) != shape for t in (*self.keys, *self.values)):
+            raise ValueError(f"LLaDAKVCache tensors must all be (B, n_kv_heads, C, head_dim); got "
+                             f"{[tuple(t.shape) for t in self.keys[:2]]} ...")
+        if self.attention_mask is not None and tuple(self.attention_mask.shape) != (shape[0], shape[2]):
+            raise ValueError(f"LLaDAKVCache.attention_mask must be (B, C) = {(shape[0], shape[2])}, "
+                             f"got {tuple(self.attention_mask.shape)}")
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.keys[0].shape[0])
+
+    @property
+    def length(self) -> int:
+        """Number of cached positions C."""
+        return int(self.keys[0].shape[2])
+
+    def select(self, index: slice | torch.Tensor) -> LLaDAKVCache:
+        """The cache of a subset of its positions: a slice, or a 1-D tensor of indices into its C positions.
+
+        E.g. Fast-dLLM's prefix cache is ``full.select(slice(0, start))``, its dual cache
+        ``full.select(torch.cat([arange(0, start), arange(stop, T)]))`` (everything except the decoded block).
+        """
+        if isinstance(index, slice):
+            keys = tuple(k[:, :, index] for k in self.keys)
+            values = tuple(v[:, :, index] for v in self.values)
+            mask = None if self.attention_mask is None else self.attention_mask[:, index]
+        elif isinstance(index, torch.Tensor) and index.dim() == 1:
+            index = index.to(device=self.keys[0].device, dtype=torch.long)
+            keys = tuple(k.index_select(2, index) for k in self.keys)
+            values = tuple(v.index_select(2, index) for v in self.values)
+            mask = None if self.attention_mask is None else self.attention_mask.index_select(1, index.to(
+                self.attention_mask.device))
+        else:
+            raise TypeError(f"LLaDAKVCache.select takes a slice or a 1-D index tensor, got {type(index).__name__}")
+        return LLaDAKVCache(keys, values, mask)
+
+
+@dataclass
+class LLaDAMaskedLMOutput(MaskedLMOutput):
+    """``MaskedLMOutput`` plus ``kv_cache`` (a :class:`LLaDAKVCache`, only with ``return_kv_cache=True``)."""
+
+    kv_cache: LLaDAKVCache | None = None
+
+
 class LLaDABlock(nn.Module):
     """One "llama"-type LLaDA block; attribute names are the official parameter names."""
 
@@ -151,7 +236,12 @@ class LLaDABlock(nn.Module):
         bias: torch.Tensor | None,
         rotate_dtype: torch.dtype,
         impl: str,
-    ) -> torch.Tensor:
+        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_kv: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One block on ``x`` (B, T, d). ``past_kv`` = cached (keys, values) of OTHER positions, attended besides
+        x's own (``bias`` then covers the cached keys first, then x's); ``return_kv`` also returns x's own
+        (keys, values) after RoPE, before the grouped-query repeat."""
         B, T, _ = x.shape
         h = self.attn_norm(x)
         q = self.q_proj(h).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
@@ -160,6 +250,10 @@ class LLaDABlock(nn.Module):
         if cos is not None:
             q = apply_rope(q, cos, sin, rotate_dtype)
             k = apply_rope(k, cos, sin, rotate_dtype)
+        own_kv = (k, v)
+        if past_kv is not None:
+            k = torch.cat([past_kv[0], k], dim=2)
+            v = torch.cat([past_kv[1], v], dim=2)
         if self.n_kv_heads != self.n_heads:
             # interleaved GQA: kv head g serves query heads g*r .. g*r+r-1 (as the official code)
             r = self.n_heads // self.n_kv_heads
@@ -171,7 +265,8 @@ class LLaDABlock(nn.Module):
 
         h = self.ff_norm(x)
         h = self.ff_out(self.act(self.ff_proj(h)) * self.up_proj(h))
-        return x + self.dropout(h)
+        x = x + self.dropout(h)
+        return (x, own_kv) if return_kv else x
 
 
 def select_positions(x: torch.Tensor, keep: int | slice | torch.Tensor | None) -> torch.Tensor:
@@ -231,13 +326,17 @@ class LLaDAModel(nn.Module):
         position_ids: torch.Tensor | None = None,
         output_hidden_states: bool = False,
         logits_to_keep: int | slice | torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+        kv_cache: LLaDAKVCache | None = None,
+        return_kv_cache: bool = False,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None, LLaDAKVCache | None]:
         cfg = self.config
         x = self.transformer["wte"](input_ids) if inputs_embeds is None else inputs_embeds
         x = self.transformer["emb_drop"](x)
         B, T, _ = x.shape
         dtype, device = x.dtype, x.device
         official = bool(cfg.official_fp32_norm_rope)
+        if kv_cache is not None:
+            self._check_cache(kv_cache, B, position_ids)
 
         cos = sin = None
         rotate_dtype = dtype
@@ -250,25 +349,54 @@ class LLaDAModel(nn.Module):
             positions = position_ids if position_ids is not None else torch.arange(T, device=device)
             cos, sin = rope_tables(positions, cfg.head_dim, float(cfg.rope_theta), table_dtype)
 
-        bias = None
+        own_keep = None  # (B, T) bool for x's own positions, None = no pads among them
         if attention_mask is not None:
+            if kv_cache is not None and tuple(attention_mask.shape) != (B, T):
+                raise ValueError(f"attention_mask must be (batch, length) = {(B, T)}, got {tuple(attention_mask.shape)}")
             keep = attention_mask.to(device=device).bool()
             if not bool(keep.all()):  # an all-ones mask is the same as no mask (bit-identical path)
-                # additive bias: pad KEYS get the most negative finite value for every query (pad queries too);
-                # finite rather than -inf so an all-pad row yields uniform attention instead of NaN
-                bias = torch.zeros(B, 1, 1, T, dtype=dtype, device=device)
-                bias = bias.masked_fill(~keep[:, None, None, :], torch.finfo(dtype).min)
+                own_keep = keep
+        key_keep = own_keep
+        if kv_cache is not None and (own_keep is not None or kv_cache.attention_mask is not None):
+            cached = kv_cache.attention_mask
+            cached = (torch.ones(B, kv_cache.length, dtype=torch.bool, device=device) if cached is None
+                      else cached.to(device=device).bool())
+            own = own_keep if own_keep is not None else torch.ones(B, T, dtype=torch.bool, device=device)
+            key_keep = torch.cat([cached, own], dim=1)  # keys are ordered [cached; own] in every block
+        bias = None
+        if key_keep is not None:
+            # additive bias: pad KEYS get the most negative finite value for every query (pad queries too);
+            # finite rather than -inf so an all-pad row yields uniform attention instead of NaN
+            bias = torch.zeros(B, 1, 1, key_keep.shape[1], dtype=dtype, device=device)
+            bias = bias.masked_fill(~key_keep[:, None, None, :], torch.finfo(dtype).min)
 
         impl = getattr(cfg, "_attn_implementation", None) or "sdpa"
         impl = "eager" if impl == "eager" else "sdpa"
         hidden: list[torch.Tensor] = []
-        for block in self.transformer["blocks"]:
+        new_keys: list[torch.Tensor] = []
+        new_values: list[torch.Tensor] = []
+        plain = kv_cache is None and not return_kv_cache
+        for layer, block in enumerate(self.transformer["blocks"]):
             if output_hidden_states:
                 hidden.append(x)
+            if plain:
+                if self.gradient_checkpointing and self.training:
+                    x = self._gradient_checkpointing_func(block.__call__, x, cos, sin, bias, rotate_dtype, impl)
+                else:
+                    x = block(x, cos, sin, bias, rotate_dtype, impl)
+                continue
+            past = None if kv_cache is None else (kv_cache.keys[layer], kv_cache.values[layer])
             if self.gradient_checkpointing and self.training:
-                x = self._gradient_checkpointing_func(block.__call__, x, cos, sin, bias, rotate_dtype, impl)
+                out = self._gradient_checkpointing_func(block.__call__, x, cos, sin, bias, rotate_dtype, impl, past,
+                                                        return_kv_cache)
             else:
-                x = block(x, cos, sin, bias, rotate_dtype, impl)
+                out = block(x, cos, sin, bias, rotate_dtype, impl, past, return_kv_cache)
+            if return_kv_cache:
+                x, (k, v) = out
+                new_keys.append(k)
+                new_values.append(v)
+            else:
+                x = out
         if output_hidden_states:
             hidden.append(x)
         x = select_positions(x, logits_to_keep)
@@ -279,7 +407,30 @@ class LLaDAModel(nn.Module):
             logits = self.transformer["ff_out"](x)
         if cfg.scale_logits:
             logits = logits * (1.0 / math.sqrt(cfg.d_model))
-        return logits, (tuple(hidden) if output_hidden_states else None)
+        cache = None
+        if return_kv_cache:
+            cache = LLaDAKVCache(tuple(new_keys), tuple(new_values),
+                                 None if own_keep is None else attention_mask.to(device=device))
+        return logits, (tuple(hidden) if output_hidden_states else None), cache
+
+    def _check_cache(self, cache: LLaDAKVCache, batch: int, position_ids: torch.Tensor | None) -> None:
+        """Shape checks that turn a mismatched cache into a clear error instead of a broadcasting surprise."""
+        if not isinstance(cache, LLaDAKVCache):
+            raise TypeError(f"kv_cache must be a d1rl.models.LLaDAKVCache, got {type(cache).__name__}")
+        cfg = self.config
+        if len(cache.keys) != cfg.n_layers:
+            raise ValueError(f"kv_cache has {len(cache.keys)} layers, the model {cfg.n_layers}")
+        _, heads, _, head_dim = cache.keys[0].shape
+        if cache.batch_size != batch or heads != cfg.effective_n_kv_heads or head_dim != cfg.head_dim:
+            raise ValueError(
+                f"kv_cache tensors are {tuple(cache.keys[0].shape)}; this forward needs (batch {batch}, "
+                f"{cfg.effective_n_kv_heads} kv heads, C, {cfg.head_dim})"
+            )
+        if position_ids is None and cfg.rope:
+            raise ValueError(
+                "a forward with kv_cache needs position_ids: the RoPE positions of the fed tokens in the full "
+                "sequence (they cannot be inferred from a subset)"
+            )
 
 
 class LLaDAPreTrainedModel(PreTrainedModel):
@@ -324,6 +475,9 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
     ``auto_map`` maps ``AutoModel`` to.
     """
 
+    # Read by d1rl.sampling: forward() takes kv_cache / position_ids / return_kv_cache (LLaDAKVCache).
+    supports_diffusion_kv_cache = True
+
     def __init__(self, config: LLaDAConfig) -> None:
         config.validate_supported()
         super().__init__(config)
@@ -353,6 +507,8 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         logits_to_keep: int | slice | torch.Tensor | None = None,
+        kv_cache: LLaDAKVCache | None = None,
+        return_kv_cache: bool = False,
         **kwargs: Any,
     ) -> MaskedLMOutput | tuple:
         """Bidirectional forward.
@@ -369,11 +525,28 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
             logits_to_keep: compute the output head only at some positions (see :func:`select_positions`):
                 None/0 = all, k > 0 = the last k, a slice or a 1-D index tensor. ``logits`` then has that many
                 positions and ``labels`` must match them.
-            kwargs: generic keywords from wrappers (``use_cache``, ``output_attentions``, ...) are accepted; a KV cache
-                or attention maps are not available and asking for them raises.
+            kv_cache: a :class:`LLaDAKVCache` of OTHER positions (approximate diffusion KV cache, see the module
+                docstring): only the positions in ``input_ids`` are computed, at RoPE positions ``position_ids``
+                (required), each layer attending to the cached keys/values plus their own. ``attention_mask``
+                then covers the fed positions only (the cache carries its own).
+            return_kv_cache: also return ``kv_cache`` = a :class:`LLaDAKVCache` of the fed positions (the output
+                is then a :class:`LLaDAMaskedLMOutput`; with ``return_dict=False`` the cache is the last element).
+            kwargs: generic keywords from wrappers (``use_cache``, ``output_attentions``, ...) are accepted.
+                ``past_key_values`` may only hold a :class:`LLaDAKVCache` (same as ``kv_cache``); transformers'
+                autoregressive cache objects do not apply to a bidirectional model and raise. Attention maps are
+                not available and asking for them raises.
         """
-        if kwargs.get("past_key_values") is not None:
-            raise ValueError("LLaDAModelLM has no KV cache: past_key_values must be None")
+        past = kwargs.get("past_key_values")
+        if past is not None:
+            if not isinstance(past, LLaDAKVCache):
+                raise ValueError(
+                    f"LLaDAModelLM got past_key_values of type {type(past).__name__}: a bidirectional diffusion model "
+                    "has no KV cache of transformers' autoregressive kind. The only cache it takes is "
+                    "d1rl.models.LLaDAKVCache (kv_cache=..., see the sampler's cache option)"
+                )
+            if kv_cache is not None and kv_cache is not past:
+                raise ValueError("pass the LLaDAKVCache as kv_cache or past_key_values, not two different ones")
+            kv_cache = past
         if kwargs.get("output_attentions"):
             raise ValueError("LLaDAModelLM does not return attention maps (output_attentions=True)")
         if (input_ids is None) == (inputs_embeds is None):
@@ -381,13 +554,15 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         output_hidden_states = bool(
             output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
         )
-        logits, hidden = self.model(
+        logits, hidden, new_cache = self.model(
             input_ids,
             attention_mask=attention_mask,
             inputs_embeds=inputs_embeds,
             position_ids=position_ids,
             output_hidden_states=output_hidden_states,
             logits_to_keep=logits_to_keep,
+            kv_cache=kv_cache,
+            return_kv_cache=return_kv_cache,
         )
         loss = None
         if labels is not None:
@@ -397,5 +572,8 @@ class LLaDAModelLM(LLaDAPreTrainedModel):
         return_dict = return_dict if return_dict is not None else getattr(self.config, "return_dict", True)
         if not return_dict:
             out = (logits,) if hidden is None else (logits, hidden)
-            return ((loss,) + out) if loss is not None else out
+            out = ((loss,) + out) if loss is not None else out
+            return out + (new_cache,) if return_kv_cache else out
+        if return_kv_cache:
+            return LLaDAMaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden, kv_cache=new_cache)
         return MaskedLMOutput(loss=loss, logits=logits, hidden_states=hidden)

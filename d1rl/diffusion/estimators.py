@@ -20,6 +20,9 @@ from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
+from d1rl.diffusion.log_softmax import selective_log_softmax
+from d1rl.diffusion.model_head import HEAD_MODES, HeadPlan, completion_log_probs, plan_head
+
 __all__ = [
     "mask_generator",
     "selective_log_softmax",
@@ -61,96 +64,21 @@ def mask_generator(
     return gen
 
 
-def _default_chunk_elements() -> int:
-    return 1 << 25  # ~32M elements: 128 MB of float32 per chunk
-
-
-class _SelectiveLogSoftmax(torch.autograd.Function):
-    """log_softmax(logits)[ids] for 3-D logits (A, R, V), computed in chunks along R in float32/float64.
-
-    A custom Function so that neither forward nor backward keeps a full upcast copy of the logits: forward saves
-    only the (A, R) log-normalisers, backward rebuilds the softmax chunk by chunk. For bf16 logits of
-    (6, 256, 126k) this avoids ~780 MB of float32 copies that autograd would otherwise hold. Chunking along the
-    second dim (not over flattened rows) keeps a strided slice such as ``logits[:, P:]`` a view: no copy at all.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, ids: torch.Tensor, chunk: int) -> torch.Tensor:  # type: ignore[override]
-        compute_dtype = torch.promote_types(logits.dtype, torch.float32)
-        rows = logits.shape[1]
-        lse = torch.empty(logits.shape[:2], dtype=compute_dtype, device=logits.device)
-        for start in range(0, rows, chunk):
-            stop = min(start + chunk, rows)
-            lse[:, start:stop] = torch.logsumexp(logits[:, start:stop].to(compute_dtype), dim=-1)
-        picked = logits.gather(-1, ids[..., None]).squeeze(-1).to(compute_dtype)
-        ctx.save_for_backward(logits, ids, lse)
-        ctx.chunk = chunk
-        return picked - lse
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
-        logits, ids, lse = ctx.saved_tensors
-        chunk = ctx.chunk
-        grad = torch.empty_like(logits)
-        rows = logits.shape[1]
-        for start in range(0, rows, chunk):
-            stop = min(start + chunk, rows)
-            g = grad_out[:, start:stop].to(lse.dtype)
-            # d/dx_j [x_id - lse(x)] = 1[j = id] - softmax(x)_j
-            part = torch.exp(logits[:, start:stop].to(lse.dtype) - lse[:, start:stop, None]) * (-g[..., None])
-            part.scatter_add_(-1, ids[:, start:stop, None], g[..., None])
-            grad[:, start:stop] = part.to(logits.dtype)
-        return grad, None, None
-
-
-def selective_log_softmax(logits: torch.Tensor, ids: torch.Tensor, chunk_rows: int | None = None) -> torch.Tensor:
-    """``log_softmax(logits, -1).gather(-1, ids)`` without materialising the log-softmax.
-
-    Computes ``logits[..., id] - logsumexp(logits)`` in at least float32 (bf16/fp16 logits are upcast one chunk
-    at a time), so memory stays O(chunk · V) beyond the logits themselves, in forward and backward. A (B, G, V)
-    slice of a larger logits tensor is processed in place (no contiguous copy).
-
-    Args:
-        logits: (..., V) unnormalised scores.
-        ids: (...) int64 token ids, the shape of ``logits`` without the last dim.
-        chunk_rows: vectors of V scores per chunk; default keeps a chunk at ~32M elements.
-
-    Returns:
-        (...) log-probabilities in ``promote_types(logits.dtype, float32)``.
-    """
-    if logits.dim() < 2 or logits.shape[:-1] != ids.shape:
-        raise ValueError(f"ids shape {tuple(ids.shape)} must equal logits shape without vocab {tuple(logits.shape[:-1])}")
-    vocab = logits.shape[-1]
-    ids = ids.to(torch.long)
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
-        raise ValueError(f"token ids must lie in [0, {vocab}); got range [{int(ids.min())}, {int(ids.max())}]")
-    if logits.dim() == 2:  # (N, V) -> (1, N, V)
-        x, i = logits.unsqueeze(0), ids.unsqueeze(0)
-    else:  # (..., R, V) -> (A, R, V); a view for 3-D inputs
-        x, i = logits.reshape(-1, logits.shape[-2], vocab), ids.reshape(-1, ids.shape[-1])
-    if chunk_rows is not None and chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
-    budget_rows = chunk_rows if chunk_rows is not None else _default_chunk_elements() // max(vocab, 1)
-    chunk = max(1, budget_rows // max(x.shape[0], 1))  # rows of the second dim per chunk, all of the first dim
-    out = _SelectiveLogSoftmax.apply(x, i, chunk)
-    return out.reshape(ids.shape)
-
-
-def _forward_logits(model: Callable[..., Any], input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
-    out = model(input_ids) if attention_mask is None else model(input_ids, attention_mask=attention_mask)
-    if isinstance(out, torch.Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if logits is None and isinstance(out, (tuple, list)):
-        logits = out[0]
-    if not isinstance(logits, torch.Tensor):
-        raise TypeError(f"model output has no logits tensor (got {type(out).__name__})")
-    return logits
-
-
 class LogProbEstimator(Protocol):
-    """What the trainer needs from an estimator: per-token log-probs of the completion, (B, G)."""
+    """What the trainer needs from an estimator: per-token log-probs of the completion, (B, G).
+
+    ``group_size`` > 1 asks for one shared model input per group of that many consecutive rows (the completions of
+    one prompt); an estimator that cannot share raises on it.
+    """
+
+    def noise(
+        self,
+        input_ids: torch.Tensor,
+        prompt_length: int,
+        generator: torch.Generator | None,
+        attention_mask: torch.Tensor | None = None,
+        group_size: int = 1,
+    ) -> torch.Tensor: ...
 
     def log_probs(
         self,
@@ -160,12 +88,34 @@ class LogProbEstimator(Protocol):
         generator: torch.Generator | None = None,
         attention_mask: torch.Tensor | None = None,
         noised_ids: torch.Tensor | None = None,
+        group_size: int = 1,
     ) -> torch.Tensor: ...
+
+
+def _check_groups(name: str, x: torch.Tensor, group_size: int) -> None:
+    """Rows of ``x`` must be identical within each block of ``group_size`` consecutive rows."""
+    n = x.shape[0]
+    if n % group_size:
+        raise ValueError(f"{n} rows cannot be split into groups of group_size={group_size} (share_prompt_mask)")
+    grouped = x.reshape(n // group_size, group_size, *x.shape[1:])
+    if not bool((grouped == grouped[:, :1]).all()):
+        raise ValueError(
+            f"{name} differ within a group of {group_size} consecutive rows: a shared prompt mask needs the rows of "
+            "each group to be the same prompt (completions of one prompt, contiguous)"
+        )
 
 
 @dataclass
 class OneStepEstimator:
-    """d1's one-step mean-field estimator (d1-reference.md §2.3).
+    """d1's one-step mean-field estimator (d1-reference.md §2.3), with two memory/compute options.
+
+    The model input of d1's estimator — randomly masked prompt + fully masked completion — does not depend on the
+    completion. So when the ``group_size`` completions of one prompt also share ONE prompt mask (``group_size`` > 1
+    in :meth:`noise` / :meth:`log_probs`; ``algorithm.share_prompt_mask``), they share one model input: one forward
+    (and one backward) per prompt serves the whole group, each completion's log-probs being read from the same
+    logits. This is an estimator change vs d1, which draws the prompt mask per row: the mask noise is then
+    correlated within a group (same regulariser draw for all G completions of a prompt) instead of independent.
+    The log-prob of each completion is still an unbiased draw of d1's estimator; only the G draws are coupled.
 
     Attributes:
         mask_id: the model's mask token id (from the model adapter; required, never hard-coded).
@@ -174,7 +124,10 @@ class OneStepEstimator:
             prompt token). False needs an ``attention_mask`` and keeps positions with ``attention_mask == 0``
             unmasked.
         logits_shift: 0 for LLaDA (logits[i] predicts token i); 1 for models with shifted logits (Dream).
-        chunk_rows: rows per chunk in :func:`selective_log_softmax` (None = automatic).
+        chunk_rows: rows of V scores per chunk in the log-softmax kernels (None = automatic).
+        head: how the output head is evaluated (:mod:`d1rl.diffusion.model_head`): "auto" (default; ours, d1 has
+            no such option: fused for LLaDA, else logits_to_keep, else full logits), "fused", "keep" or "full"
+            (d1's full (B, L, V) logits). The numbers are the same in every mode; only memory differs.
     """
 
     mask_id: int
@@ -182,6 +135,7 @@ class OneStepEstimator:
     mask_prompt_padding: bool = True
     logits_shift: int = 0
     chunk_rows: int | None = None
+    head: str = "auto"
 
     def __post_init__(self) -> None:
         if self.mask_id is None or int(self.mask_id) < 0:
@@ -190,8 +144,10 @@ class OneStepEstimator:
             raise ValueError(f"p_mask_prompt must be in [0, 1], got {self.p_mask_prompt}")
         if self.logits_shift < 0:
             raise ValueError(f"logits_shift must be >= 0, got {self.logits_shift}")
+        if self.head not in HEAD_MODES:
+            raise ValueError(f"head={self.head!r} is not one of {list(HEAD_MODES)}")
 
-    def _check(self, input_ids: torch.Tensor, prompt_length: int) -> int:
+    def _check(self, input_ids: torch.Tensor, prompt_length: int, group_size: int = 1) -> int:
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (B, L), got shape {tuple(input_ids.shape)}")
         prompt_length = int(prompt_length)
@@ -200,6 +156,8 @@ class OneStepEstimator:
                 f"prompt_length={prompt_length} must be in [{self.logits_shift}, {input_ids.shape[1]}) "
                 f"for input of length {input_ids.shape[1]}"
             )
+        if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+            raise ValueError(f"group_size must be an int >= 1, got {group_size!r}")
         return prompt_length
 
     def prompt_mask(
@@ -232,14 +190,33 @@ class OneStepEstimator:
         prompt_length: int,
         generator: torch.Generator | None,
         attention_mask: torch.Tensor | None = None,
+        group_size: int = 1,
     ) -> torch.Tensor:
-        """The noised sequence: completion fully masked, prompt tokens masked per :meth:`prompt_mask`."""
-        prompt_length = int(prompt_length)
-        pm = self.prompt_mask(input_ids, prompt_length, generator, attention_mask)
+        """The noised sequence: completion fully masked, prompt tokens masked per :meth:`prompt_mask`.
+
+        ``group_size`` > 1: the rows come in groups of that many consecutive rows with the same prompt (checked);
+        ONE prompt mask is drawn per group — uniforms of shape (B / group_size, L), i.e. :meth:`prompt_mask` of the
+        first row of every group — and repeated over its rows, so all rows of a group get the same model input.
+        """
+        prompt_length = self._check(input_ids, prompt_length, group_size)
+        if group_size == 1:
+            pm = self.prompt_mask(input_ids, prompt_length, generator, attention_mask)
+        else:
+            _check_groups("prompts (input_ids[:, :prompt_length])", input_ids[:, :prompt_length], group_size)
+            if attention_mask is not None:
+                _check_groups("prompt attention masks", attention_mask[:, :prompt_length], group_size)
+            firsts = slice(None, None, group_size)
+            pm = self.prompt_mask(input_ids[firsts], prompt_length, generator,
+                                  None if attention_mask is None else attention_mask[firsts])
+            pm = pm.repeat_interleave(group_size, dim=0)
         noised = input_ids.clone()
         noised[:, :prompt_length].masked_fill_(pm, self.mask_id)
         noised[:, prompt_length:] = self.mask_id
         return noised
+
+    def plan(self, model: Callable[..., Any]) -> HeadPlan:
+        """How the output head of ``model`` will be evaluated under this estimator's ``head`` setting."""
+        return plan_head(model, self.head)
 
     def log_probs(
         self,
@@ -249,24 +226,47 @@ class OneStepEstimator:
         generator: torch.Generator | None = None,
         attention_mask: torch.Tensor | None = None,
         noised_ids: torch.Tensor | None = None,
+        group_size: int = 1,
     ) -> torch.Tensor:
         """(B, G) per-token log p of the original completion tokens ``input_ids[:, prompt_length:]`` from ONE forward.
 
         ``noised_ids`` overrides the noising (e.g. to reuse a stored pattern); otherwise ``generator`` must be given
         (an explicit generator is required so old/ref/current calls cannot silently get different masks).
         ``attention_mask`` is passed to the model only when given (d1 passes none); with d1's settings it is used
-        only for ``mask_prompt_padding=False``. Log-softmax is evaluated only at completion positions. Gradients
-        flow to the model when autograd is enabled.
+        only for ``mask_prompt_padding=False``. The output head runs only at completion positions (see ``head``).
+        Gradients flow to the model when autograd is enabled.
+
+        ``group_size`` > 1 (shared prompt mask): rows come in groups of ``group_size`` consecutive rows with the same
+        model input (checked: same prompt, same noised ids); the model sees only the first row of each group
+        (B / group_size sequences) and every row of the group reads its log-probs from those logits. The result
+        equals the per-row computation on the same noised ids (to float reassociation), gradients included.
         """
-        prompt_length = self._check(input_ids, prompt_length)
+        prompt_length = self._check(input_ids, prompt_length, group_size)
         if noised_ids is None:
             if generator is None:
                 raise ValueError("OneStepEstimator.log_probs needs a generator (see mask_generator) or noised_ids")
-            noised_ids = self.noise(input_ids, prompt_length, generator, attention_mask)
+            noised_ids = self.noise(input_ids, prompt_length, generator, attention_mask, group_size)
         elif noised_ids.shape != input_ids.shape:
             raise ValueError(f"noised_ids shape {tuple(noised_ids.shape)} != input_ids shape {tuple(input_ids.shape)}")
-        logits = _forward_logits(model, noised_ids, attention_mask)
-        return self._completion_log_probs(logits, input_ids, prompt_length)
+        targets = input_ids[:, prompt_length:]
+        if group_size == 1:
+            return completion_log_probs(
+                model, noised_ids, attention_mask, targets[..., None], prompt_length=prompt_length,
+                logits_shift=self.logits_shift, head=self.head, chunk_rows=self.chunk_rows,
+            ).squeeze(-1)
+        _check_groups("noised_ids", noised_ids, group_size)
+        if attention_mask is not None:
+            _check_groups("attention masks", attention_mask, group_size)
+        firsts = slice(None, None, group_size)
+        batch, gen = targets.shape
+        groups = batch // group_size
+        # (B, G) -> (B/g, G, g): the g completions of a group as K ids per completion position
+        grouped = targets.reshape(groups, group_size, gen).transpose(1, 2)
+        lp = completion_log_probs(
+            model, noised_ids[firsts], None if attention_mask is None else attention_mask[firsts], grouped,
+            prompt_length=prompt_length, logits_shift=self.logits_shift, head=self.head, chunk_rows=self.chunk_rows,
+        )
+        return lp.transpose(1, 2).reshape(batch, gen)
 
     def log_probs_many(
         self,
@@ -275,29 +275,22 @@ class OneStepEstimator:
         prompt_length: int,
         generators: Sequence[torch.Generator],
         attention_mask: torch.Tensor | None = None,
+        group_size: int = 1,
     ) -> torch.Tensor:
         """(K, B, G) log-probs for K mask patterns (one per generator) from ONE stacked forward of K·B rows.
 
         This is how d1 computes old/ref log-probs for all μ inner iterations at once; each pattern equals what
         :meth:`log_probs` would give with the same generator (rows of a bidirectional model are independent).
         """
-        prompt_length = self._check(input_ids, prompt_length)
+        prompt_length = self._check(input_ids, prompt_length, group_size)
         if len(generators) == 0:
             raise ValueError("log_probs_many needs at least one generator")
-        noised = torch.cat([self.noise(input_ids, prompt_length, g, attention_mask) for g in generators])
+        noised = torch.cat([self.noise(input_ids, prompt_length, g, attention_mask, group_size) for g in generators])
         k = len(generators)
         mask_k = None if attention_mask is None else attention_mask.repeat(k, 1)
-        logits = _forward_logits(model, noised, mask_k)
-        out = self._completion_log_probs(logits, input_ids.repeat(k, 1), prompt_length)
+        out = self.log_probs(model, input_ids.repeat(k, 1), prompt_length, attention_mask=mask_k, noised_ids=noised,
+                             group_size=group_size)
         return out.view(k, input_ids.shape[0], -1)
-
-    def _completion_log_probs(self, logits: torch.Tensor, input_ids: torch.Tensor, prompt_length: int) -> torch.Tensor:
-        length = input_ids.shape[1]
-        if logits.shape[:2] != input_ids.shape:
-            raise ValueError(f"logits shape {tuple(logits.shape)} does not match input_ids {tuple(input_ids.shape)}")
-        s = self.logits_shift
-        comp_logits = logits[:, prompt_length - s : length - s]
-        return selective_log_softmax(comp_logits, input_ids[:, prompt_length:], self.chunk_rows)
 
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}

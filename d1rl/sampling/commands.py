@@ -4,6 +4,7 @@ Examples::
 
     d1rl generate prompts='["What is 2+3?"]'                       # embedded tiny model, d1 eval decoding
     d1rl generate model=llada_8b_instruct sampler=d1_rollout prompts_file=prompts.jsonl output_file=out.jsonl
+    d1rl generate sampler=fast prompts='["What is 2+3?"]'         # Fast-dLLM dual KV cache + threshold (approximate)
     d1rl generate --cfg job                                       # print the composed config
 
 Prompts are chat-templated with the model's tokenizer (one user turn, optional system prompt), followed by the
@@ -216,12 +217,14 @@ def run_generate(cfg: Any) -> int:
     records: list[dict] = []
     started = time.perf_counter()
     total_nfe = 0
+    total_token_forwards = 0
     starts = range(0, len(items), cfg.batch_size)
     for start in tqdm(starts, desc="generate", unit="batch", disable=len(starts) < 2):
         chunk = encoded[start : start + cfg.batch_size]
         ids, mask = left_pad(chunk, pad_id, device)
         out = generate(model, ids, mask, generator=generator, **kwargs)
         total_nfe += out.nfe
+        total_token_forwards += out.token_forwards
         completions = out.completions.cpu()
         decoded = tokenizer.batch_decode(completions, skip_special_tokens=cfg.skip_special_tokens)
         for offset, text in enumerate(decoded):
@@ -234,6 +237,7 @@ def run_generate(cfg: Any) -> int:
                 "completion": text,
                 "completion_ids": completions[offset].tolist(),
                 "nfe": out.nfe,
+                "token_forwards": out.token_forwards,  # of the whole batch (rows x positions fed)
             })
             if cfg.print_completions:
                 print(f"=== [{index}] {items[index] if isinstance(items[index], str) else json.dumps(items[index])}")
@@ -241,7 +245,8 @@ def run_generate(cfg: Any) -> int:
     elapsed = time.perf_counter() - started
     generated = len(items) * cfg.sampler.gen_length
     print(f"generated {generated} tokens for {len(items)} prompts in {elapsed:.2f}s "
-          f"({generated / max(elapsed, 1e-9):.1f} tokens/s, {total_nfe} forward passes)", file=sys.stderr)
+          f"({generated / max(elapsed, 1e-9):.1f} tokens/s, {total_nfe} forward passes, "
+          f"{total_token_forwards / max(generated, 1):.1f} token-forwards per generated token)", file=sys.stderr)
     if cfg.output_file:
         path = write_jsonl_atomic(cfg.output_file, records)
         print(f"wrote {len(records)} records to {path}", file=sys.stderr)

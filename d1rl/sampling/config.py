@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 
 from d1rl.sampling.remasking import REMASKING_STRATEGIES
-from d1rl.sampling.sampler import NOISE_LAYOUTS
+from d1rl.sampling.sampler import NOISE_LAYOUTS, check_fast_options
 from d1rl.sampling.schedule import STEPS_RULES, num_blocks_for, steps_per_block
 
 _DTYPES = {
@@ -59,6 +59,14 @@ class SamplerConfig:
         mask_id: mask token id; null = the model config's mask_token_id (LLaDA-8B: 126336).
         eos_id: EOS id for the EOS options; null = from the model/tokenizer (LLaDA-8B: 126081).
         eot_id: EOT id for confidence_eos_eot_inf; null = from the model/tokenizer (LLaDA-8B: 126348).
+        cache: "none" (exact: a full forward every step, as LLaDA and d1) or Fast-dLLM's approximate block-wise KV
+            cache (arXiv 2505.22618): "prefix" (reuse the keys/values of the prompt and finished blocks inside a
+            block) or "dual" (also those of the positions after the block). Off ("none") in the d1 presets; "dual"
+            in the ``fast`` preset.
+        threshold: null (the scheduled number of tokens per step, as LLaDA and d1) or confidence-threshold
+            parallel decoding in (0, 1] (Fast-dLLM): each step unmasks every masked position of the block whose
+            confidence exceeds it, at least one. The steps per block then depend on the data and ``steps`` is
+            not used. Off in the d1 presets; the ``fast`` preset's value is measured (see fast.yaml).
     """
 
     gen_length: int = 128
@@ -77,6 +85,8 @@ class SamplerConfig:
     mask_id: Optional[int] = None
     eos_id: Optional[int] = None
     eot_id: Optional[int] = None
+    cache: str = "none"
+    threshold: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.remasking not in REMASKING_STRATEGIES:
@@ -93,6 +103,7 @@ class SamplerConfig:
             raise ValueError(f"sampler.steps must be positive or null (= gen_length // 2), got {self.steps}")
         _dtype(self.noise_dtype, "noise_dtype")
         _dtype(self.confidence_dtype, "confidence_dtype")
+        check_fast_options(self.cache, self.threshold, self.remasking, self.noise_layout, prefix="sampler.")
         try:
             blocks = num_blocks_for(self.gen_length, self.block_length)
             steps_per_block(self.resolved_steps(), blocks, self.steps_rule)
@@ -123,4 +134,6 @@ class SamplerConfig:
             "mask_id": self.mask_id,
             "eos_id": self.eos_id,
             "eot_id": self.eot_id,
+            "cache": self.cache,
+            "threshold": self.threshold,
         }

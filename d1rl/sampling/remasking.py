@@ -5,8 +5,9 @@ official samplers, which compute over the whole sequence: there, positions right
 -inf and already-decoded positions keep their token with confidence -inf, so no position outside the block's
 masked positions can ever be written. (Checked against every sampler fixture.)
 
-Kept apart from ``forward.py`` (how logits are computed) so that later strategies (confidence-threshold /
-parallel decoding) only add a selection rule here.
+Kept apart from ``forward.py`` (how logits are computed). Two selection rules: a fixed number of positions per
+step (:func:`choose_positions`, LLaDA/d1) and confidence-threshold parallel decoding (:func:`threshold_positions`,
+Fast-dLLM).
 """
 
 from __future__ import annotations
@@ -111,3 +112,24 @@ def choose_positions(key: torch.Tensor, num_transfer: torch.Tensor, max_transfer
     rank = torch.arange(max_transfer, device=key.device).unsqueeze(0)
     keep = (rank < num_transfer.unsqueeze(-1)) & (values > float("-inf"))
     return chosen.scatter(-1, index, keep)
+
+
+def threshold_positions(key: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Confidence-threshold parallel decoding (Fast-dLLM, arXiv 2505.22618): every position whose key exceeds
+    ``threshold`` (strictly), plus each row's best candidate, so that every row with a candidate advances.
+
+    Why: when the model is sure of several positions at once, decoding them together costs one forward instead
+    of several, and Fast-dLLM shows that tokens above a high threshold (0.9) rarely conflict. A key of -inf
+    (not a candidate) is never chosen; demoted candidates (keys below 0) never pass a threshold in (0, 1] and are
+    only taken as a row's best when nothing else is left. Ties for the best go to the leftmost position.
+
+    Args:
+        key: (B, K) from :func:`ranking_key`.
+        threshold: in (0, 1]; 1.0 is never exceeded by a probability, so exactly one position per row per step.
+
+    Returns:
+        (B, K) bool, the positions to unmask.
+    """
+    best = key.argmax(dim=-1, keepdim=True)
+    top = torch.zeros_like(key, dtype=torch.bool).scatter(-1, best, True) & (key > float("-inf"))
+    return top | (key > threshold)

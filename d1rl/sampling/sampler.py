@@ -3,15 +3,20 @@
 Reproduces the official LLaDA ``generate.py`` and d1's two copies of it (``eval/generate.py`` and
 ``DiffuGRPOTrainer.generate``) token for token in float64 (see ``tests/sampling``), and adds what they lack:
 attention masks for left-padded batches (as LLaDA's newer code), an explicit ``torch.Generator``, per-position
-decode steps and a forward-pass count.
+decode steps and forward-pass / token-forward counts.
 
-The loop, per block b and step i of that block (global step ``s = b * steps_per_block + i``):
+The loop, per block b and step i of that block (global step ``s``, counted over all blocks):
 
-1. ``compute_logits`` (``forward.py``): one model forward on the current x (a doubled batch with CFG), logits of
-   the current block only;
-2. ``propose_tokens`` / ``token_confidence`` / ``ranking_key`` / ``choose_positions`` (``remasking.py``):
-   candidate tokens, their confidence, and the ``schedule[r, i]`` positions of each row to unmask;
+1. ``BlockLogits`` (``forward.py``): the logits of the current block only, from one model forward on the current
+   x (a doubled batch with CFG) -- exactly (``cache="none"``) or with Fast-dLLM's approximate prefix/dual KV cache;
+2. ``propose_tokens`` / ``token_confidence`` / ``ranking_key`` (``remasking.py``): candidate tokens and their
+   confidence; then ``choose_positions`` (the ``schedule[r, i]`` most confident positions of each row) or, with
+   ``threshold``, ``threshold_positions`` (every position above the threshold, at least the best one);
 3. write the chosen candidates into x and record ``s`` as their decode step.
+
+Fast paths (all off by default and in the d1 presets, on in ``configs/sampler/fast.yaml``): ``cache`` and
+``threshold``. Both are approximations of the exact sampler (Fast-dLLM, arXiv 2505.22618), not reproductions of
+d1; with them the sampler is no longer token-identical to LLaDA/d1.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ from typing import Any
 
 import torch
 
-from d1rl.sampling.forward import compute_logits
+from d1rl.sampling.forward import CACHE_MODES, BlockLogits
 from d1rl.sampling.remasking import (
     REMASKING_STRATEGIES,
     choose_positions,
     propose_tokens,
     ranking_key,
+    threshold_positions,
     token_confidence,
 )
 from d1rl.sampling.schedule import num_blocks_for, steps_per_block, transfer_schedule
@@ -40,12 +46,17 @@ class GenerationOutput:
 
     Attributes:
         sequences: (B, P + G) prompt (as given, padding included) followed by the generated tokens.
-        decode_step: (B, G) the 0-based GLOBAL step ``block * steps_per_block + step_in_block`` at which each
-            generated position was unmasked (the fixtures' ``unmask_step``); -1 if it never was (only possible when
-            the model predicts the mask token itself).
+        decode_step: (B, G) the 0-based GLOBAL step (counted over all blocks; without ``threshold`` this is
+            ``block * steps_per_block + step_in_block``) at which each generated position was unmasked (the
+            fixtures' ``unmask_step``); -1 if it never was (only possible when the model predicts the mask token
+            itself).
         nfe: number of model forward calls. One per step; a classifier-free-guidance step is ONE forward of a
             doubled (2B-row) batch and counts 1 (its compute is that of 2B rows).
-        steps_per_block: diffusion steps run inside each block (after ``steps_rule``).
+        token_forwards: the sum over forwards of the query positions fed to the model, rows x positions (a CFG
+            forward counts its 2B rows): proportional to the transformer's compute, and the measure on which the
+            KV-cache modes differ (exact: every step feeds all P + G positions).
+        steps_per_block: diffusion steps run inside each block (after ``steps_rule``); with ``threshold`` the
+            step count depends on the data and this is the largest number any block took.
         num_blocks: ``gen_length // block_length``.
         trace: with ``record_trace=True``, (S + 1, B, P + G): ``trace[s]`` is the x fed to the model at step s and
             ``trace[S]`` the final sequences (the fixtures' ``x_trace``); otherwise None.
@@ -54,6 +65,7 @@ class GenerationOutput:
     sequences: torch.Tensor
     decode_step: torch.Tensor
     nfe: int
+    token_forwards: int
     steps_per_block: int
     num_blocks: int
     trace: torch.Tensor | None = None
@@ -197,6 +209,8 @@ def generate(
     noise_layout: str = "block",
     force_eval: bool = True,
     record_trace: bool = False,
+    cache: str = "none",
+    threshold: float | None = None,
 ) -> GenerationOutput:
     """Generate ``gen_length`` tokens after each (left-padded) prompt by masked-diffusion decoding.
 
@@ -231,9 +245,21 @@ def generate(
         force_eval: run in eval() mode (restoring every module's mode afterwards). d1's trainer samples in
             train() mode (LoRA dropout active); False keeps the caller's mode to reproduce that.
         record_trace: also return the full trajectory x at every step (memory S x B x T).
+        cache: "none" (exact, every step a full forward), or Fast-dLLM's approximate block-wise KV cache:
+            "prefix" (at each block's first step one full forward; the later steps feed the block and everything
+            after it, reusing that forward's keys/values of the prompt and finished blocks) or "dual" (the later
+            steps feed only the block, reusing the keys/values of every other position). Needs a model that
+            takes ``kv_cache`` (``d1rl.models.LLaDAModelLM``) and ``logits_shift = 0``; works with CFG (the
+            cache then holds the doubled batch). See ``forward.BlockLogits``.
+        threshold: None (unmask the scheduled number of positions per step), or confidence-threshold parallel
+            decoding in (0, 1]: every step unmasks each masked position of the block whose confidence exceeds it,
+            and at least the most confident one. A block then ends when it has no masks left, so the number of
+            steps depends on the data and ``steps`` is NOT used (a block takes at most ``block_length`` steps);
+            the batch steps together, so a block takes as many steps as its slowest row. 1.0 is never exceeded:
+            one position per step. Needs ``remasking="low_confidence"``.
 
     Returns:
-        :class:`GenerationOutput` with ``sequences`` (B, P+G), ``decode_step`` (B, G), ``nfe``.
+        :class:`GenerationOutput` with ``sequences`` (B, P+G), ``decode_step`` (B, G), ``nfe``, ``token_forwards``.
     """
     _check_inputs(input_ids, attention_mask)
     if remasking not in REMASKING_STRATEGIES:
@@ -244,6 +270,7 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if cfg_scale < 0:
         raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    check_fast_options(cache, threshold, remasking, noise_layout)
     num_blocks = num_blocks_for(gen_length, block_length)
     spb = steps_per_block(steps, num_blocks, steps_rule)
 
@@ -273,6 +300,32 @@ def generate(
             demote_ids=[i for i in (eos_id, eot_id) if i is not None] if confidence_eos_eot_inf else [],
             logits_shift=logits_shift,
             record_trace=record_trace,
+            cache=cache,
+            threshold=None if threshold is None else float(threshold),
+        )
+
+
+def check_fast_options(cache: str, threshold: float | None, remasking: str, noise_layout: str,
+                       prefix: str = "") -> None:
+    """Reject fast-path settings that are out of range or meaningless together (``prefix`` names the config
+    section in the messages, e.g. "sampler.")."""
+    if cache not in CACHE_MODES:
+        raise ValueError(f"{prefix}cache: unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
+    if threshold is not None:
+        if isinstance(threshold, bool) or not 0.0 < float(threshold) <= 1.0:
+            raise ValueError(
+                f"{prefix}threshold must be in (0, 1] or null, got {threshold!r} (a confidence is a probability; "
+                "1.0 = never exceeded = one token per step)"
+            )
+        if remasking != "low_confidence":
+            raise ValueError(
+                f"{prefix}threshold needs remasking='low_confidence' (a threshold on random remasking's uniform "
+                f"draws would unmask at random), got remasking={remasking!r}"
+            )
+    if noise_layout != "block" and (cache != "none" or threshold is not None):
+        raise ValueError(
+            f"{prefix}noise_layout={noise_layout!r} reproduces the official samplers' random stream, which the fast "
+            "paths (cache / threshold) do not follow anyway; use noise_layout='block'"
         )
 
 
@@ -296,6 +349,8 @@ def _run(
     demote_ids: list[int],
     logits_shift: int,
     record_trace: bool,
+    cache: str,
+    threshold: float | None,
 ) -> GenerationOutput:
     batch, prompt_length = input_ids.shape
     device = input_ids.device
@@ -307,49 +362,63 @@ def _run(
         full_mask = torch.cat([attention_mask, attention_mask.new_ones((batch, gen_length))], dim=1)
     # "Prompt positions" for CFG: everything that was not mask at the start, pads included (LLaDA/d1).
     prompt_index = x != mask_id if cfg_scale > 0 else None
+    block_logits = BlockLogits(model, full_mask, cache=cache, cfg_scale=cfg_scale, prompt_index=prompt_index,
+                               mask_id=mask_id, logits_shift=logits_shift)
 
     decode_step = torch.full((batch, gen_length), -1, dtype=torch.int64, device=device)
     trace: list[torch.Tensor] = []
-    nfe = 0
+    step = 0  # global step, over all blocks
+    most_steps = 0
     for block in range(num_blocks):
         start = prompt_length + block * block_length
         stop = start + block_length
-        schedule = transfer_schedule((x[:, start:stop] == mask_id).sum(dim=1), spb)  # (B, spb)
-        max_per_step = schedule.max(dim=0).values.tolist()  # one host sync per block, not per step
-        for i in range(spb):
+        if threshold is None:
+            schedule = transfer_schedule((x[:, start:stop] == mask_id).sum(dim=1), spb)  # (B, spb)
+            max_per_step = schedule.max(dim=0).values.tolist()  # one host sync per block, not per step
+            block_steps = spb
+        else:
+            # Every step unmasks at least one position per row, so a block needs at most block_length steps
+            # (the bound also ends a block whose model keeps proposing the mask token itself).
+            block_steps = block_length
+        i = 0
+        while i < block_steps:
+            block_x = x[:, start:stop]
+            if threshold is not None and i > 0 and not bool((block_x == mask_id).any()):
+                break  # the data-dependent end of a block: one host sync per step in threshold mode
             if record_trace:
                 trace.append(x.clone())
-            logits, calls = compute_logits(
-                model, x, full_mask, start=start, stop=stop, cfg_scale=cfg_scale,
-                prompt_index=prompt_index, mask_id=mask_id, logits_shift=logits_shift,
+            logits = block_logits(x, start, stop, first_in_block=i == 0)
+            key, x0 = _candidates(
+                logits, block_x, start=start, stop=stop, temperature=temperature, remasking=remasking,
+                mask_id=mask_id, rng=rng, noise_dtype=noise_dtype, confidence_dtype=confidence_dtype, eos_id=eos_id,
+                demote_ids=demote_ids,
             )
-            nfe += calls
-            block_x = x[:, start:stop]
-            chosen, x0 = _choose(
-                logits, block_x, schedule[:, i], max_per_step[i], start=start, stop=stop,
-                temperature=temperature, remasking=remasking, mask_id=mask_id, rng=rng, noise_dtype=noise_dtype,
-                confidence_dtype=confidence_dtype, eos_id=eos_id, demote_ids=demote_ids,
-            )
+            if threshold is None:
+                chosen = choose_positions(key, schedule[:, i], max_per_step[i])
+            else:
+                chosen = threshold_positions(key, threshold)
             x[:, start:stop] = torch.where(chosen, x0, block_x)
             written = decode_step[:, start - prompt_length : stop - prompt_length]
-            written.masked_fill_(chosen & (x0 != mask_id), block * spb + i)
+            written.masked_fill_(chosen & (x0 != mask_id), step)
+            step += 1
+            i += 1
+        most_steps = max(most_steps, i)
     if record_trace:
         trace.append(x.clone())
     return GenerationOutput(
         sequences=x,
         decode_step=decode_step,
-        nfe=nfe,
-        steps_per_block=spb,
+        nfe=block_logits.nfe,
+        token_forwards=block_logits.token_forwards,
+        steps_per_block=spb if threshold is None else most_steps,
         num_blocks=num_blocks,
         trace=torch.stack(trace) if record_trace else None,
     )
 
 
-def _choose(
+def _candidates(
     logits: torch.Tensor,
     block_x: torch.Tensor,
-    num_transfer: torch.Tensor,
-    max_transfer: int,
     *,
     start: int,
     stop: int,
@@ -362,7 +431,11 @@ def _choose(
     eos_id: int | None,
     demote_ids: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step's decision for the current block: (positions to unmask (B, K) bool, candidate tokens (B, K))."""
+    """One step's candidates for the current block: (ranking key (B, K), candidate tokens (B, K)).
+
+    The random draws (Gumbel noise, random-remasking uniforms) are made here, for the current block only with the
+    default layout, in the same order in every mode.
+    """
     if eos_id is not None:
         logits = logits.index_fill(-1, torch.tensor([eos_id], device=logits.device), float("-inf"))
     uniform = rng.gumbel_uniform(start, stop, logits.shape[-1], noise_dtype) if temperature > 0 else None
@@ -372,5 +445,4 @@ def _choose(
     demoted = None
     if demote_ids:
         demoted = torch.isin(x0, torch.tensor(demote_ids, device=x0.device))
-    key = ranking_key(confidence, block_x == mask_id, demoted)
-    return choose_positions(key, num_transfer, max_transfer), x0
+    return ranking_key(confidence, block_x == mask_id, demoted), x0

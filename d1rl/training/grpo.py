@@ -7,7 +7,9 @@ One optimizer step of this trainer, in order (d1-reference §2.4-§2.6)::
         prompts of rank (schedule) → chat template, left pad → sampler (eval mode), G per prompt
         → task reward functions (None → NaN) → gathered → nansum → group advantages → local slice
         → old log-probs under the masks of k = 1..μ−1 (θ_old, no grad, eval mode)  → RolloutBuffer
-    mask_k    = mask_generator(seed, r, k, rank) over the local buffer (one noised copy for old/ref/current)
+    mask_k    = mask_generator(seed, r, k, rank) over the local buffer (one noised copy for old/ref/current);
+                with algorithm.share_prompt_mask one prompt mask per prompt, and each log-prob forward then runs
+                one row per prompt, its G completions reading their log-probs from the same logits
     ref       = log-probs with adapters disabled / frozen copy (β > 0 only), no grad
     for each of grad_accum micro-batches:
         logp  = estimator(policy, noised micro-batch)             # with grad, train mode
@@ -71,6 +73,7 @@ class GRPOTrainer:
             micro_batch_size=job.trainer.per_device_train_batch_size,
             grad_accum=job.trainer.gradient_accumulation_steps,
             world_size=self.world,
+            whole_groups_per_micro_batch=alg.share_prompt_mask,
         )
 
         model, self.tokenizer = load_model_and_tokenizer(job.model)
@@ -98,6 +101,7 @@ class GRPOTrainer:
             mask_id=self.adapter.mask_id,
             p_mask_prompt=alg.p_mask_prompt,
             logits_shift=self.adapter.logits_shift,
+            head=alg.logprob_head,
         )
 
         # Reference before prepare: a frozen copy must hold the INITIAL weights (full fine-tuning only).
@@ -107,6 +111,9 @@ class GRPOTrainer:
         rollouts = math.ceil(job.trainer.num_train_epochs * self.schedule.steps_per_epoch)
         total = job.trainer.max_steps if job.trainer.max_steps > 0 else rollouts * alg.num_iterations
         self.model = eng.prepare(model, total_steps=total)
+        plan = self.estimator.plan(self.model)
+        per = f"prompt (shared by its {alg.num_generations} completions)" if alg.share_prompt_mask else "completion"
+        eng.print(f"log-prob head: {plan.mode} ({plan.reason}); estimator prompt mask drawn per {per}")
         self.buffer: RolloutBuffer | None = None
         self.pending: dict[str, list[float]] = {}
         self.probe: Probe | None = None
@@ -175,8 +182,9 @@ class GRPOTrainer:
 
     def _log_probs(self, phase: str, model: Any, buf: RolloutBuffer, noised: torch.Tensor, rows: slice, k: int) -> torch.Tensor:
         mb = buf.micro_batch(rows)
+        kwargs = {"group_size": self.geometry.group_size} if self.geometry.group_size > 1 else {}
         lp = self.estimator.log_probs(model, mb["input_ids"], buf.prompt_length, attention_mask=mb["attention_mask"],
-                                      noised_ids=noised[rows])
+                                      noised_ids=noised[rows], **kwargs)
         if self.probe is not None:
             self.probe(phase, buf.rollout_step, k, noised[rows], lp.detach())
         return lp
@@ -253,7 +261,7 @@ class GRPOTrainer:
         with mode:
             for k in keys:
                 noised = noised_inputs(self.estimator, buf, seed=self.seed, inner_iteration=k, rank=self.rank,
-                                       random_masking=alg.random_masking)
+                                       random_masking=alg.random_masking, group_size=self.geometry.group_size)
                 buf.old_logps[k] = torch.cat([self._log_probs("old", model, buf, noised, sl, k).float() for sl in slices])
 
     def _write_completions(self, rollout_step: int, prompts: list[list[int]], texts: list[str],
@@ -291,7 +299,7 @@ class GRPOTrainer:
         t0 = time.perf_counter()
         slices = self.geometry.micro_batch_slices()
         noised = noised_inputs(self.estimator, buf, seed=self.seed, inner_iteration=k, rank=self.rank,
-                               random_masking=alg.random_masking)
+                               random_masking=alg.random_masking, group_size=self.geometry.group_size)
         ref_lp = None
         if self.reference is not None:
             with self.reference.active() as ref_model:

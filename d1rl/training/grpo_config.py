@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from d1rl.diffusion.model_head import HEAD_MODES
 from d1rl.models import ModelConfig
 from d1rl.sampling.config import SamplerConfig
 from d1rl.tasks.config import TaskConfig
@@ -64,6 +65,15 @@ class GRPOConfig:
         old_logprob_eval_mode: compute old-policy log-probs in eval mode (no LoRA dropout), as the rollouts
             themselves (sampler.force_eval). d1 computes them in train mode, so dropout alone makes ρ ≠ 1 (bug 9).
         log_completions: number of completions per rollout step appended to ``completions.jsonl`` (rank 0).
+        share_prompt_mask: ESTIMATOR CHANGE vs d1 (off by default = d1): draw the estimator's random prompt mask
+            once per prompt instead of once per completion, so the num_generations completions of a prompt share
+            one model input and ONE forward/backward per prompt serves the group (old, reference and current
+            log-probs alike; num_generations x fewer sequences through the model). The G mask draws of a group are
+            then identical instead of independent. Needs trainer.per_device_train_batch_size to be a multiple of
+            num_generations (whole groups per micro-batch).
+        logprob_head: how the estimator evaluates the output head (ours; d1 always computes full (B, L, V)
+            logits and a full log-softmax): "auto" (fused hidden -> head -> log-softmax for LLaDA, else
+            logits_to_keep, else full logits with a warning), "fused", "keep" or "full". Same numbers, less memory.
     """
 
     name: str = "diffu_grpo"
@@ -84,6 +94,8 @@ class GRPOConfig:
     generation_batch_size: int = 6
     old_logprob_eval_mode: bool = True
     log_completions: int = 2
+    share_prompt_mask: bool = False
+    logprob_head: str = "auto"
 
     def __post_init__(self) -> None:
         if self.name != "diffu_grpo":
@@ -112,6 +124,7 @@ class GRPOConfig:
         _check_choice("algorithm.advantage_scale", self.advantage_scale, ADVANTAGE_SCALES)
         _check_choice("algorithm.loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
         _check_choice("algorithm.prompt_overflow", self.prompt_overflow, PROMPT_OVERFLOW)
+        _check_choice("algorithm.logprob_head", self.logprob_head, HEAD_MODES)
 
 
 @dataclass
@@ -190,6 +203,12 @@ class TrainJobConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     output_dir: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        from d1rl.training.grpo_schedule import check_shared_mask_layout
+
+        if self.algorithm.share_prompt_mask:
+            check_shared_mask_layout(self.trainer.per_device_train_batch_size, self.algorithm.num_generations)
 
 
 __all__ = ["GRPOConfig", "TrainJobConfig", "ValidationConfig"]

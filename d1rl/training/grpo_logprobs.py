@@ -31,15 +31,20 @@ def noised_inputs(
     inner_iteration: int,
     rank: int,
     random_masking: bool = True,
+    group_size: int = 1,
 ) -> torch.Tensor:
     """(N, P + G) noised ids of the whole local buffer for inner iteration ``inner_iteration``.
 
     ``random_masking=False`` uses the mask of iteration 0 for every iteration (d1's fixed-seed mode: same mask for
-    all μ passes; unlike d1 it still differs between rollout steps).
+    all μ passes; unlike d1 it still differs between rollout steps). ``group_size`` = num_generations draws one
+    prompt mask per prompt (``algorithm.share_prompt_mask``) from the same keyed generator, so the rows of a group
+    are identical.
     """
     k = inner_iteration if random_masking else 0
     gen = mask_generator(int(seed), int(buffer.rollout_step), int(k), int(rank))
-    return estimator.noise(buffer.input_ids, buffer.prompt_length, gen, buffer.attention_mask)
+    if group_size == 1:  # keep the per-row call exactly as before (estimators without group support)
+        return estimator.noise(buffer.input_ids, buffer.prompt_length, gen, buffer.attention_mask)
+    return estimator.noise(buffer.input_ids, buffer.prompt_length, gen, buffer.attention_mask, group_size=group_size)
 
 
 class ReferencePolicy:

@@ -53,6 +53,22 @@ def step_position(optimizer_step: int, num_iterations: int) -> StepPosition:
     )
 
 
+def check_shared_mask_layout(micro_batch_size: int, num_generations: int) -> None:
+    """``algorithm.share_prompt_mask`` needs every micro-batch to hold whole groups of ``num_generations``.
+
+    A shared prompt mask means one model input per prompt, so all G completions of a prompt must be in the same
+    forward/backward: with groups contiguous in the buffer and micro-batches cut every ``micro_batch_size`` rows,
+    that is exactly ``micro_batch_size % G == 0`` (whole groups per process is checked by :class:`BatchGeometry`).
+    """
+    if micro_batch_size % num_generations:
+        raise ValueError(
+            f"algorithm.share_prompt_mask=true needs trainer.per_device_train_batch_size ({micro_batch_size}) to be "
+            f"a multiple of algorithm.num_generations ({num_generations}), so that the completions of each prompt "
+            "share one micro-batch (d1: 6 with 6 generations); change either key or set "
+            "algorithm.share_prompt_mask=false"
+        )
+
+
 @dataclass(frozen=True)
 class BatchGeometry:
     """How one rollout batch is shaped on each process, checked once at start-up.
@@ -67,12 +83,14 @@ class BatchGeometry:
         micro_batch_size: completions per forward/backward (trainer per-device batch size).
         grad_accum: micro-batches per optimizer step.
         world_size: number of processes.
+        whole_groups_per_micro_batch: require each micro-batch to hold whole groups (shared prompt mask).
     """
 
     num_generations: int
     micro_batch_size: int
     grad_accum: int
     world_size: int = 1
+    whole_groups_per_micro_batch: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_generations", "micro_batch_size", "grad_accum", "world_size"):
@@ -85,6 +103,13 @@ class BatchGeometry:
                 f"of algorithm.num_generations ({self.num_generations}) so that every prompt's group of completions "
                 "stays on one process (d1: 6 × 2 with 6 generations)"
             )
+        if self.whole_groups_per_micro_batch:
+            check_shared_mask_layout(self.micro_batch_size, self.num_generations)
+
+    @property
+    def group_size(self) -> int:
+        """Rows that share one estimator input: num_generations with a shared prompt mask, else 1."""
+        return self.num_generations if self.whole_groups_per_micro_batch else 1
 
     @property
     def completions_per_process(self) -> int:

@@ -26,6 +26,8 @@ class SyntheticConfig:
         operations: arithmetic operations to draw from, subset of "+", "-", "*" (ours: ["+"]; "*" multiplies by one digit).
         correct_reward: arithmetic correctness reward (ours: 2.0, the value d1 gives GSM8K correctness).
         format_reward: arithmetic format reward (ours: 0.5, the value of d1's format rewards).
+        digit_reward: arithmetic partial-credit reward, paid in proportion to the answer digits that are right
+            (ours: 0.0 = off, so the task's rewards mirror d1's correctness + format; the quickstart turns it on).
         countdown_min_numbers: fewest numbers in a generated Countdown puzzle (d1 trains on 3-number puzzles).
         countdown_max_numbers: most numbers in a generated Countdown puzzle (3; Countdown-Tasks-3to4 also has 4).
         countdown_max_number: largest number drawn (Countdown-Tasks-3to4: 1..99 for the inputs; ours 100).
@@ -42,6 +44,7 @@ class SyntheticConfig:
     operations: List[str] = field(default_factory=lambda: ["+"])
     correct_reward: float = 2.0
     format_reward: float = 0.5
+    digit_reward: float = 0.0
     countdown_min_numbers: int = 3
     countdown_max_numbers: int = 3
     countdown_max_number: int = 100
@@ -55,6 +58,7 @@ class SyntheticConfig:
                 raise ValueError(f"task.synthetic.{msg}")
 
         need(self.num_train >= 0 and self.num_test >= 0, "num_train/num_test must be >= 0")
+        need(self.digit_reward >= 0, f"digit_reward must be >= 0, got {self.digit_reward}")
         need(self.test_fraction_inverse >= 2, f"test_fraction_inverse must be >= 2, got {self.test_fraction_inverse}")
         need(1 <= self.digits_min <= self.digits_max <= 18, f"digits_min/digits_max must satisfy 1 <= min <= max <= 18, got {self.digits_min}/{self.digits_max}")
         bad = [op for op in self.operations if op not in ARITHMETIC_OPERATIONS]

@@ -16,7 +16,8 @@ Reasoning works right to left, one column per step, with the carry (or borrow) m
 
 Difficulty: ``task.synthetic.digits_min/digits_max`` (operand length) and ``task.synthetic.operations``.
 Rewards: :func:`arithmetic_correctness_reward` (``correct_reward``, default 2.0) and :func:`arithmetic_format_reward`
-(``format_reward``, default 0.5). Grader: the integer in the last ``<answer>`` block equals the result.
+(``format_reward``, default 0.5), plus the opt-in partial credit :func:`arithmetic_digit_reward` (``digit_reward``,
+default 0 = off). Grader: the integer in the last ``<answer>`` block equals the result.
 """
 
 from __future__ import annotations
@@ -138,6 +139,28 @@ def arithmetic_format_reward(prompts: Any = None, completions: Sequence[Any] = (
     return [0.5 if _FORMAT.match(clean_special_tokens(t)) else 0.0 for t in completion_texts(completions)]
 
 
+def answer_digit_credit(got: int | None, truth: int) -> float:
+    """Fraction of the digits of ``truth`` that ``got`` has in the same place, counted from the units digit.
+
+    Divided by the longer of the two lengths, so extra or missing digits cost credit; a wrong sign or no answer
+    scores 0. Why: with a weak policy most groups of samples are all wrong, which gives GRPO a zero advantage;
+    partial credit still ranks 124 above 900 for 125, so nearly every group carries a signal.
+    """
+    if got is None or (got < 0) != (truth < 0):
+        return 0.0
+    a, b = str(abs(got))[::-1], str(abs(truth))[::-1]
+    same = sum(1 for x, y in zip(a, b) if x == y)
+    return same / max(len(a), len(b))
+
+
+def arithmetic_digit_reward(prompts: Any = None, completions: Sequence[Any] = (), answer: Sequence[Any] = (), **kwargs: Any) -> list[float]:
+    """1.0 times the fraction of answer digits in the right place (:func:`answer_digit_credit`); 0 without an answer."""
+    return [
+        answer_digit_credit(extract_integer_answer(text), int(truth))
+        for text, truth in zip(completion_texts(completions), answer, strict=True)
+    ]
+
+
 class _Scaled:
     """A reward function scaled to a configured value; a class (not a closure) so it pickles, named for logging."""
 
@@ -157,6 +180,11 @@ def make_correctness_reward(value: float = 2.0) -> RewardFn:
 def make_format_reward(value: float = 0.5) -> RewardFn:
     """:func:`arithmetic_format_reward` paying ``value`` instead of 0.5 (logged as arithmetic_format_reward)."""
     return arithmetic_format_reward if value == 0.5 else _Scaled(arithmetic_format_reward, value, 0.5, "arithmetic_format_reward")
+
+
+def make_digit_reward(value: float = 1.0) -> RewardFn:
+    """:func:`arithmetic_digit_reward` paying up to ``value`` (logged as arithmetic_digit_reward)."""
+    return arithmetic_digit_reward if value == 1.0 else _Scaled(arithmetic_digit_reward, value, 1.0, "arithmetic_digit_reward")
 
 
 @register_task
@@ -233,7 +261,10 @@ class SyntheticArithmeticTask(Task):
 
     def _task_rewards(self) -> list[tuple[RewardFn, float]]:
         s = self.cfg.synthetic
-        return [(make_correctness_reward(s.correct_reward), 1.0), (make_format_reward(s.format_reward), 1.0)]
+        rewards = [(make_correctness_reward(s.correct_reward), 1.0), (make_format_reward(s.format_reward), 1.0)]
+        if s.digit_reward > 0:  # opt-in partial credit (the quickstart's RL uses it)
+            rewards.append((make_digit_reward(s.digit_reward), 1.0))
+        return rewards
 
     def _grade(self, completion: str, row: Mapping[str, Any]) -> Grade:
         got = extract_integer_answer(completion)

@@ -149,6 +149,25 @@ def test_synthetic_rewards_and_scaling():
     task = get_task("synthetic", TaskConfig(name="synthetic", synthetic={"correct_reward": 1.0, "format_reward": 0.25}))
     r, total = values(task, comps[:2], answer="132")
     assert r["arithmetic_correctness_reward"] == [1.0, 0.0] and r["arithmetic_format_reward"] == [0.25, 0.25]
+    assert "arithmetic_digit_reward" not in r  # partial credit is opt-in
+
+
+def test_synthetic_digit_reward_gives_partial_credit():
+    task = get_task("synthetic", TaskConfig(name="synthetic", synthetic={"digit_reward": 0.6}))
+    comps = [
+        "<reasoning>x</reasoning><answer>132</answer>",  # all 3 digits
+        "<reasoning>x</reasoning><answer>122</answer>",  # units and hundreds right: 2/3
+        "<reasoning>x</reasoning><answer>32</answer>",  # 2 of the longer length 3
+        "<reasoning>x</reasoning><answer>1132</answer>",  # 3 of the longer length 4
+        "<reasoning>x</reasoning><answer>-132</answer>",  # wrong sign
+        "no answer",
+    ]
+    r, total = values(task, comps, answer="132")
+    expected = [0.6, 0.4, 0.4, 0.45, 0.0, 0.0]
+    assert r["arithmetic_digit_reward"] == pytest.approx(expected)
+    assert total == pytest.approx([2.5 + 0.6, 0.5 + 0.4, 0.5 + 0.4, 0.5 + 0.45, 0.5, 0.0])
+    with pytest.raises(ValueError, match="digit_reward"):
+        TaskConfig(name="synthetic", synthetic={"digit_reward": -1.0})
 
 
 def test_trl_reward_functions_plug_in(data_dir):

@@ -63,6 +63,8 @@ class SamplerConfig:
             cache (arXiv 2505.22618): "prefix" (reuse the keys/values of the prompt and finished blocks inside a
             block) or "dual" (also those of the positions after the block). Off ("none") in the d1 presets; "dual"
             in the ``fast`` preset.
+        cache_refresh: with a cache, also rebuild it by a full forward at every N-th step of a block (ours; 0 =
+            only at block boundaries, as Fast-dLLM; 1 = every step, i.e. exact).
         threshold: null (the scheduled number of tokens per step, as LLaDA and d1) or confidence-threshold
             parallel decoding in (0, 1] (Fast-dLLM): each step unmasks every masked position of the block whose
             confidence exceeds it, at least one. The steps per block then depend on the data and ``steps`` is
@@ -86,6 +88,7 @@ class SamplerConfig:
     eos_id: Optional[int] = None
     eot_id: Optional[int] = None
     cache: str = "none"
+    cache_refresh: int = 0
     threshold: Optional[float] = None
 
     def __post_init__(self) -> None:
@@ -103,7 +106,8 @@ class SamplerConfig:
             raise ValueError(f"sampler.steps must be positive or null (= gen_length // 2), got {self.steps}")
         _dtype(self.noise_dtype, "noise_dtype")
         _dtype(self.confidence_dtype, "confidence_dtype")
-        check_fast_options(self.cache, self.threshold, self.remasking, self.noise_layout, prefix="sampler.")
+        check_fast_options(self.cache, self.threshold, self.remasking, self.noise_layout, prefix="sampler.",
+                           cache_refresh=self.cache_refresh)
         try:
             blocks = num_blocks_for(self.gen_length, self.block_length)
             steps_per_block(self.resolved_steps(), blocks, self.steps_rule)
@@ -135,5 +139,6 @@ class SamplerConfig:
             "eos_id": self.eos_id,
             "eot_id": self.eot_id,
             "cache": self.cache,
+            "cache_refresh": self.cache_refresh,
             "threshold": self.threshold,
         }

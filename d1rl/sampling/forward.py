@@ -109,7 +109,9 @@ class BlockLogits:
     plus everything after it (``prefix``) or only the current block (``dual``), at their true RoPE positions,
     attending to the kept keys/values. Those are STALE: they were computed when the current block was still
     fully masked, which is the approximation (exact for a one-layer model, whose keys/values depend on their own
-    token only). Only the current block's logits are computed (``logits_to_keep``).
+    token only). ``cache_refresh = r > 0`` also recomputes them with a full forward at every r-th step of a block
+    (steps 0, r, 2r, ...), trading compute for freshness; r = 1 is a full forward every step, i.e. exact.
+    Only the current block's logits are computed (``logits_to_keep``).
 
     Counters: ``nfe`` = model forward calls (one per step; a CFG step is one forward of a doubled batch);
     ``token_forwards`` = the sum over forwards of the query positions fed, rows x positions (CFG's doubled rows
@@ -126,9 +128,12 @@ class BlockLogits:
         prompt_index: torch.Tensor | None = None,
         mask_id: int | None = None,
         logits_shift: int = 0,
+        cache_refresh: int = 0,
     ) -> None:
         if cache not in CACHE_MODES:
             raise ValueError(f"unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
+        if cache_refresh < 0:
+            raise ValueError(f"cache_refresh must be >= 0 (0 = only at block boundaries), got {cache_refresh}")
         if cache != "none":
             if not supports_kv_cache(model):
                 raise ValueError(
@@ -144,6 +149,7 @@ class BlockLogits:
         self.prompt_index = prompt_index
         self.mask_id = mask_id
         self.logits_shift = logits_shift
+        self.cache_refresh = cache_refresh
         self.nfe = 0
         self.token_forwards = 0
         self._kv: Any = None
@@ -164,8 +170,9 @@ class BlockLogits:
         cond, uncond = logits.chunk(2, dim=0)
         return uncond + (self.cfg_scale + 1.0) * (cond - uncond)
 
-    def __call__(self, x: torch.Tensor, start: int, stop: int, first_in_block: bool) -> torch.Tensor:
-        """(B, stop - start, V) logits for the block ``[start, stop)`` of the current ``x`` (B, T)."""
+    def __call__(self, x: torch.Tensor, start: int, stop: int, step_in_block: int) -> torch.Tensor:
+        """(B, stop - start, V) logits for the block ``[start, stop)`` of the current ``x`` (B, T), at the
+        ``step_in_block``-th step of that block (0 = its first: the cache is (re)built)."""
         rows = x.shape[0] * (2 if self.cfg_scale > 0.0 else 1)
         length = x.shape[1]
         self.nfe += 1
@@ -177,7 +184,8 @@ class BlockLogits:
             )
             return logits
         inputs, mask = self._model_input(x)
-        if first_in_block:
+        refresh = step_in_block == 0 or (self.cache_refresh > 0 and step_in_block % self.cache_refresh == 0)
+        if refresh:
             self.token_forwards += rows * length
             out = self.model(inputs, attention_mask=mask, return_kv_cache=True, logits_to_keep=slice(start, stop))
             full = out.kv_cache

@@ -211,6 +211,7 @@ def generate(
     record_trace: bool = False,
     cache: str = "none",
     threshold: float | None = None,
+    cache_refresh: int = 0,
 ) -> GenerationOutput:
     """Generate ``gen_length`` tokens after each (left-padded) prompt by masked-diffusion decoding.
 
@@ -270,7 +271,7 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     if cfg_scale < 0:
         raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
-    check_fast_options(cache, threshold, remasking, noise_layout)
+    check_fast_options(cache, threshold, remasking, noise_layout, cache_refresh=cache_refresh)
     num_blocks = num_blocks_for(gen_length, block_length)
     spb = steps_per_block(steps, num_blocks, steps_rule)
 
@@ -302,15 +303,22 @@ def generate(
             record_trace=record_trace,
             cache=cache,
             threshold=None if threshold is None else float(threshold),
+            cache_refresh=int(cache_refresh),
         )
 
 
 def check_fast_options(cache: str, threshold: float | None, remasking: str, noise_layout: str,
-                       prefix: str = "") -> None:
+                       prefix: str = "", cache_refresh: int = 0) -> None:
     """Reject fast-path settings that are out of range or meaningless together (``prefix`` names the config
     section in the messages, e.g. "sampler.")."""
     if cache not in CACHE_MODES:
         raise ValueError(f"{prefix}cache: unknown cache mode {cache!r}; expected one of {CACHE_MODES}")
+    if isinstance(cache_refresh, bool) or int(cache_refresh) != cache_refresh or cache_refresh < 0:
+        raise ValueError(f"{prefix}cache_refresh must be an integer >= 0 (0 = only at block boundaries), "
+                         f"got {cache_refresh!r}")
+    if cache_refresh and cache == "none":
+        raise ValueError(f"{prefix}cache_refresh={cache_refresh} needs {prefix}cache: prefix or dual "
+                         "(without a cache every step is a full forward anyway)")
     if threshold is not None:
         if isinstance(threshold, bool) or not 0.0 < float(threshold) <= 1.0:
             raise ValueError(
@@ -351,6 +359,7 @@ def _run(
     record_trace: bool,
     cache: str,
     threshold: float | None,
+    cache_refresh: int,
 ) -> GenerationOutput:
     batch, prompt_length = input_ids.shape
     device = input_ids.device
@@ -363,7 +372,7 @@ def _run(
     # "Prompt positions" for CFG: everything that was not mask at the start, pads included (LLaDA/d1).
     prompt_index = x != mask_id if cfg_scale > 0 else None
     block_logits = BlockLogits(model, full_mask, cache=cache, cfg_scale=cfg_scale, prompt_index=prompt_index,
-                               mask_id=mask_id, logits_shift=logits_shift)
+                               mask_id=mask_id, logits_shift=logits_shift, cache_refresh=cache_refresh)
 
     decode_step = torch.full((batch, gen_length), -1, dtype=torch.int64, device=device)
     trace: list[torch.Tensor] = []
@@ -387,7 +396,7 @@ def _run(
                 break  # the data-dependent end of a block: one host sync per step in threshold mode
             if record_trace:
                 trace.append(x.clone())
-            logits = block_logits(x, start, stop, first_in_block=i == 0)
+            logits = block_logits(x, start, stop, step_in_block=i)
             key, x0 = _candidates(
                 logits, block_x, start=start, stop=stop, temperature=temperature, remasking=remasking,
                 mask_id=mask_id, rng=rng, noise_dtype=noise_dtype, confidence_dtype=confidence_dtype, eos_id=eos_id,

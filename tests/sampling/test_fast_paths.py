@@ -111,6 +111,17 @@ def test_cache_is_approximate_on_the_two_layer_model(fixture_model, reference):
         assert torch.equal(cached.completions[first], exact.completions[first])
 
 
+def test_cache_refreshed_every_step_is_the_exact_sampler_on_every_fixture_case(fixture_model, reference):
+    """cache_refresh=1 rebuilds the cache by a full forward at every step: the official trajectories, exactly."""
+    meta, tensors = reference
+    for name, case in _sampler_cases(meta).items():
+        prompt, mask = _inputs(case, tensors)
+        for cache in ("prefix", "dual"):
+            out = generate(fixture_model, prompt, mask, record_trace=True, cache=cache, cache_refresh=1, **_kwargs(case))
+            for ours, key in ((out.sequences, "sequences"), (out.decode_step, "unmask_step"), (out.trace, "x_trace")):
+                assert torch.equal(ours, tensors[case["outputs"][key]["tensor"]]), (name, cache, key)
+
+
 class _Spy(torch.nn.Module):
     """Forwards to the model and records the fed shape and the logits' shape of every call."""
 
@@ -153,6 +164,11 @@ def test_token_forward_counts_and_fed_shapes_by_hand(fixture_model, reference):
             assert fed_lengths == [44, 8, 8, 8] * 4
         else:
             assert fed_lengths == [44, 32, 32, 32, 44, 24, 24, 24, 44, 16, 16, 16, 44, 8, 8, 8]
+    # cache_refresh=2: full forwards at steps 0 and 2 of each block, cached ones at steps 1 and 3
+    spy = _Spy(fixture_model)
+    out = generate(spy, prompt, mask, cache="dual", cache_refresh=2, **_kwargs(case))
+    assert [fed[1] for fed, _ in spy.calls] == [44, 8, 44, 8] * 4
+    assert out.token_forwards == 8 * 2 * 44 + 8 * 2 * 8  # = 832
     # CFG doubles the rows (case d: B=2, P=12, G=24, K=8, 8 steps per block, T=36)
     case = _sampler_cases(meta)["sampler_d_gen24_blk8_steps24_cfg1"]
     prompt, mask = _inputs(case, tensors)
@@ -267,6 +283,8 @@ def test_fast_preset_composes_through_hydra(capsys):
         ({"threshold": 1.5}, r"sampler.threshold must be in \(0, 1\]"),
         ({"threshold": 0.9, "remasking": "random"}, "sampler.threshold needs remasking='low_confidence'"),
         ({"cache": "dual", "noise_layout": "sequence"}, "sampler.noise_layout='sequence'"),
+        ({"cache_refresh": 2}, "sampler.cache_refresh=2 needs sampler.cache: prefix or dual"),
+        ({"cache": "dual", "cache_refresh": -1}, "sampler.cache_refresh must be an integer >= 0"),
     ],
 )
 def test_bad_fast_settings_name_the_key(overrides, message):

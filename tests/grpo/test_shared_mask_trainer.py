@@ -100,3 +100,22 @@ def test_shared_prompt_mask_validates_the_micro_batch_layout(tmp_path):
     assert job.algorithm.share_prompt_mask is False
     with pytest.raises(ValueError, match="algorithm.logprob_head='dense'"):
         tiny_job(tmp_path, algorithm={"logprob_head": "dense"})
+
+
+def test_reward_rises_with_the_shared_prompt_mask(tmp_path):
+    """End-to-end check of the shared-mask gradient: untrained tiny model, synthetic prompts + the dense digit reward
+    (the set-up of test_trainer.py::test_reward_rises), 6 rollouts x 16 completions, μ = 2, lr 3e-3.
+
+    Measured (digit reward per rollout, trainer seeds 42 / 1 / 2), per-row masks vs shared:
+    42: 0.023 0.125 0.133 0.219 0.531 0.844  vs  0.023 0.117 0.211 0.289 0.695 0.922
+     1: 0.016 0.055 0.109 0.172 0.477 0.766  vs  0.016 0.062 0.133 0.227 0.578 0.734
+     2: 0.047 0.133 0.328 0.500 0.727 0.742  vs  0.047 0.125 0.375 0.602 0.750 0.703
+    Asserted for seed 42 with sharing: the last two rollouts beat the first by >= 0.4 (measured +0.79).
+    """
+    job = tiny_job(tmp_path, algorithm={"num_generations": 8, "share_prompt_mask": True},
+                   trainer={"max_steps": 12, "per_device_train_batch_size": 8})
+    GRPOTrainer(job).train()
+    curve = [m["rewards/digit_reward"] for m in read_metrics(tmp_path) if "reward" in m]
+    print("digit reward per rollout (shared prompt mask):", [round(x, 3) for x in curve])
+    assert len(curve) == 6
+    assert sum(curve[-2:]) / 2 - curve[0] >= 0.4, curve

@@ -9,6 +9,11 @@ with probability ``p_mask_prompt``, run ONE forward pass, and read ``log f_θ(o_
 The random prompt mask acts as a regulariser; the same mask must be used for the old, reference and current
 log-probs of one inner iteration so the ratio compares like with like — hence explicit generators from
 :func:`mask_generator` rather than d1's global re-seeding.
+
+Two options that d1 does not have: the output head is evaluated only at completion positions, without ever
+materialising the full-vocabulary log-softmax (``head``; :mod:`d1rl.diffusion.model_head` — same numbers, far less
+memory), and ``group_size`` > 1 draws ONE prompt mask per prompt so that the completions of a prompt share one
+model input and one forward (an estimator change vs d1, see :class:`OneStepEstimator`).
 """
 
 from __future__ import annotations

@@ -63,6 +63,13 @@ DEFAULT_SHAPES = ("2x64x128", "4x128x256", "8x200x256")
 
 
 # ---------------------------------------------------------------------------------------------------- models
+def special_ids(vocab: int) -> dict[str, int]:
+    """LLaDA-8B's mask/eos/pad/bos ids at the real vocabulary, else the last ids of a smaller one."""
+    if vocab == LLADA_VOCAB:
+        return {"mask_token_id": 126336, "eos_token_id": 126081, "pad_token_id": 126081, "bos_token_id": 126080}
+    return {"mask_token_id": vocab - 1, "eos_token_id": vocab - 2, "pad_token_id": vocab - 2, "bos_token_id": vocab - 3}
+
+
 def small_llada(vocab: int, d_model: int, n_layers: int, seed: int = 0):
     """A random-weight LLaDA body with the real vocabulary (untied head, float32): the head and the logits are
     what differ between the implementations, the body only has to be a real LLaDA forward."""
@@ -73,9 +80,7 @@ def small_llada(vocab: int, d_model: int, n_layers: int, seed: int = 0):
         block_type="llama", activation_type="silu", layer_norm_type="rms", rms_norm_eps=1e-5, rope=True,
         rope_theta=500000.0, include_bias=False, include_qkv_bias=False, bias_for_layer_norm=False,
         weight_tying=False, scale_logits=False, attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0,
-        vocab_size=vocab, embedding_size=vocab, max_sequence_length=4096,
-        mask_token_id=126336 if vocab == LLADA_VOCAB else vocab - 1, eos_token_id=126081 if vocab == LLADA_VOCAB else vocab - 2,
-        pad_token_id=126081 if vocab == LLADA_VOCAB else vocab - 2, bos_token_id=126080 if vocab == LLADA_VOCAB else vocab - 3,
+        vocab_size=vocab, embedding_size=vocab, max_sequence_length=4096, **special_ids(vocab),
     )
     torch.manual_seed(seed)
     return LLaDAModelLM(config)

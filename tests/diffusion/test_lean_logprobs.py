@@ -19,7 +19,7 @@ P = 16
 @pytest.fixture(autouse=True)
 def _one_thread():
     """One intra-op thread for these tests: the 2-core machine is shared, and 2 threads under load made the
-    trainer run here 20x slower (0.4 s vs 10 s measured); restored afterwards."""
+    small trainer runs 20x slower (0.4 s vs 10 s measured); restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

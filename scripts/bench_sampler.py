@@ -1,20 +1,41 @@
 #!/usr/bin/env python
-"""Benchmark the shared diffusion sampler: generated tokens/s, forward passes (NFE) per token, peak memory.
+"""Benchmark the shared diffusion sampler's modes: cost per generated token, speed, memory, and accuracy.
 
-Models: a tiny LLaDA (the real LLaDA-8B architecture shrunk: d_model 64, 2 layers) with a small vocabulary, and the
-same with the real LLaDA vocabulary (126,464), where the per-step logits/softmax work dominates. Decoding follows
-d1's evaluation (block 32, steps = gen_length / 2, greedy, low-confidence remasking) unless flags say otherwise.
+Modes (options of the ONE sampler, ``d1rl.sampling.generate``), all on top of d1's evaluation decoding (block 32,
+steps = gen_length / 2, greedy, low-confidence remasking; ``--steps-ratio`` changes the steps):
 
-"in model" is the share of the time spent inside the model's forward; the rest is the sampler's own work
-(candidates, confidences, top-k). Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` during the timed call; on CPU the growth of the process's
-peak resident set (``resource`` maxrss), measured in a fresh subprocess per configuration so that one
-configuration's peak does not hide the next one's.
+    exact      cache none,   threshold off   (d1 / LLaDA; token-identical to the official samplers)
+    prefix     cache prefix, threshold off   (Fast-dLLM prefix KV cache, approximate)
+    dual       cache dual,   threshold off   (Fast-dLLM dual KV cache, approximate)
+    threshold  cache none,   threshold tau   (Fast-dLLM confidence-threshold parallel decoding)
+    fast       cache dual,   threshold tau   (the ``fast`` preset, configs/sampler/fast.yaml; tau from there)
+
+Columns: NFE/tok = model forward passes per generated token of a row; tokfwd/tok = token-forwards (query positions
+fed to the model, summed over forwards) per generated token, the measure of transformer compute that the caches
+reduce; tok/s = generated tokens per second of wall time; peak MB = on CUDA ``torch.cuda.max_memory_allocated``
+during the timed calls, on CPU the growth of the process's peak resident set (``resource`` maxrss) measured in a
+fresh subprocess per configuration (so one configuration's peak does not hide the next one's).
+
+Three parts:
+
+1. speed (always): modes x ``--gen-lengths`` (128 256 512) on ``--model PATH`` (real prompts: held-out synthetic
+   problems) or, without it, on a random tiny LLaDA with ``--vocab-sizes`` (random weights are never confident,
+   so the threshold modes take one token per step there: their speed numbers mean little without ``--model``);
+2. accuracy (with ``--model``): greedy accuracy of every mode on ``--accuracy-items`` held-out problems of the
+   synthetic task at ``--accuracy-gen-lengths``, prompts and grading from ``d1rl.evaluation`` / ``d1rl.tasks``
+   (the quickstart's evaluation protocol), plus ``--fast-thresholds`` (fast mode at other taus, to choose tau);
+   then the issue-9 acceptance check at gen 256: fast needs >= 5x fewer token-forwards per generated token than
+   exact, with <= 1 accuracy point lost;
+3. ``--llada8b-shapes`` (CUDA only): a random-weight model with LLaDA-8B's shapes in bf16, tokens/s per mode and the
+   H100 roofline arithmetic (FLOPs per generated token ~ 2 x params x token-forwards per generated token, H100
+   SXM dense bf16 ~ 989 TFLOP/s).
 
 Examples::
 
-    python scripts/bench_sampler.py                    # vocab 2048 and 126464 x gen 128/256/512, batch 4
-    python scripts/bench_sampler.py --quick            # a fast smoke run
-    python scripts/bench_sampler.py --vocab-sizes 126464 --gen-lengths 256 --batch-size 8 --device cuda
+    python scripts/bench_sampler.py --model runs/quickstart/sft/final              # speed + accuracy + acceptance
+    python scripts/bench_sampler.py --model runs/quickstart/sft/final --skip-speed --accuracy-gen-lengths 256
+    python scripts/bench_sampler.py --quick                                         # random tiny model, smoke run
+    python scripts/bench_sampler.py --llada8b-shapes --gen-lengths 256 --batch-size 8   # on a GPU
 
 Quote ratios and medians from one run: other work may share the CPU cores.
 """
@@ -28,10 +49,19 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
 
 import torch
 
 LLADA_VOCAB = 126_464
+MODES = ("exact", "prefix", "dual", "threshold", "fast")
+H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA H100 SXM datasheet, dense (no sparsity) bf16 tensor-core peak
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------------------------ models
 
 
 def tiny_llada(vocab_size: int, d_model: int, n_layers: int, max_len: int, seed: int = 0):
@@ -53,8 +83,42 @@ def tiny_llada(vocab_size: int, d_model: int, n_layers: int, max_len: int, seed:
     return LLaDAModelLM(config).eval()
 
 
+def llada8b_shaped(device: torch.device, seed: int = 0):
+    """Random weights in LLaDA-8B's shapes (d1-reference: d_model 4096, 32 layers, 32 heads, mlp 12288, vocab
+    126,464, rope theta 500000, no biases, untied head), built directly in bf16 on ``device``."""
+    from d1rl.models import LLaDAConfig, LLaDAModelLM
+
+    config = LLaDAConfig(
+        d_model=4096, n_heads=32, n_kv_heads=32, n_layers=32, mlp_hidden_size=12288, block_type="llama",
+        activation_type="silu", layer_norm_type="rms", rms_norm_eps=1e-5, rope=True, rope_theta=500000.0,
+        include_bias=False, include_qkv_bias=False, bias_for_layer_norm=False, weight_tying=False,
+        scale_logits=False, attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0,
+        vocab_size=LLADA_VOCAB, embedding_size=LLADA_VOCAB, max_sequence_length=4096, mask_token_id=126336,
+        eos_token_id=126081, pad_token_id=126081, bos_token_id=126080,
+    )
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = LLaDAModelLM(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def load_trained(path: str, device: str):
+    """A trained checkpoint (e.g. the quickstart's sft/final) with its tokenizer, float32."""
+    from d1rl.models import ModelConfig, load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(ModelConfig(name_or_path=path, dtype="float32", device=device))
+    return model.eval(), tokenizer
+
+
 class _TimedModel(torch.nn.Module):
     """Forwards to the model and adds up the time spent inside it (the rest of a step is the sampler's own work)."""
+
+    supports_diffusion_kv_cache = True
 
     def __init__(self, inner: torch.nn.Module):
         super().__init__()
@@ -62,7 +126,7 @@ class _TimedModel(torch.nn.Module):
         self.config = inner.config
         self.seconds = 0.0
 
-    def forward(self, *args, **kwargs):
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         out = self.inner(*args, **kwargs)
         if out.logits.is_cuda:
@@ -71,122 +135,407 @@ class _TimedModel(torch.nn.Module):
         return out
 
 
+# ------------------------------------------------------------------------------------------------ modes
+
+
+def fast_preset():
+    """The ``fast`` preset as a SamplerConfig (the benchmark's tau comes from it unless ``--threshold``)."""
+    from omegaconf import OmegaConf
+
+    from d1rl.sampling import SamplerConfig
+
+    node = OmegaConf.merge(OmegaConf.structured(SamplerConfig), OmegaConf.load(REPO / "configs" / "sampler" / "fast.yaml"))
+    return OmegaConf.to_object(node)
+
+
+def mode_options(mode: str, threshold: float) -> dict[str, Any]:
+    """The generate() options of a mode name: one of MODES, optionally "@TAU" (threshold/fast at another tau) and
+    "+rN" (cache modes: rebuild the cache every N steps inside a block), e.g. "fast@0.8", "dual+r4"."""
+    name, refresh = mode, 0
+    if "+r" in name:
+        name, tail = name.split("+r", 1)
+        refresh = int(tail)
+    if "@" in name:
+        name, tau = name.split("@", 1)
+        if name not in ("threshold", "fast"):
+            raise SystemExit(f"mode {mode!r}: @TAU applies to threshold/fast only")
+        threshold = float(tau)
+    options = _base_options(name, threshold)
+    if refresh:
+        options["cache_refresh"] = refresh
+    return options
+
+
+def _base_options(mode: str, threshold: float) -> dict[str, Any]:
+    table = {
+        "exact": {"cache": "none", "threshold": None},
+        "prefix": {"cache": "prefix", "threshold": None},
+        "dual": {"cache": "dual", "threshold": None},
+        "threshold": {"cache": "none", "threshold": threshold},
+        "fast": {"cache": "dual", "threshold": threshold},
+    }
+    if mode not in table:
+        raise SystemExit(f"unknown mode {mode!r}; expected one of {MODES} (+ @TAU / +rN)")
+    return table[mode]
+
+
+def sampler_kwargs(args: argparse.Namespace, mode: str, gen_length: int) -> dict[str, Any]:
+    """generate() keywords of one mode at one length: d1 eval decoding + the mode's options."""
+    from d1rl.sampling import SamplerConfig
+
+    cfg = SamplerConfig(gen_length=gen_length, block_length=args.block_length,
+                        steps=max(1, int(gen_length * args.steps_ratio)), temperature=0.0,
+                        **mode_options(mode, args.threshold))
+    kwargs = cfg.to_kwargs()
+    kwargs.pop("gen_length")
+    return kwargs
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+
+@dataclass
+class HeldOut:
+    """Held-out synthetic problems, tokenised with the evaluation's prompt builder."""
+
+    prepared: Any
+    items: list
+    tokenizer: Any
+    adapter: Any
+
+
+def held_out(tokenizer: Any, model: Any, limit: int) -> HeldOut:
+    """The quickstart's evaluation items: synthetic task (configs/task/synthetic.yaml), split "test", first
+    ``limit`` rows, prompts built by ``d1rl.evaluation.evaluate.build_items`` (chat template + eval prefill)."""
+    from omegaconf import OmegaConf
+
+    from d1rl.evaluation.config import EvalJobConfig
+    from d1rl.evaluation.evaluate import build_items, prepare_tasks
+    from d1rl.models import ModelAdapter
+    from d1rl.tasks.config import TaskConfig
+
+    task_cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TaskConfig),
+                                                   OmegaConf.load(REPO / "configs" / "task" / "synthetic.yaml")))
+    job = EvalJobConfig(tasks=["synthetic"], task_defaults=task_cfg, limit=limit, graders=["robust"], split="test")
+    [prepared] = prepare_tasks(job)
+    items = build_items(prepared, range(len(prepared.rows)), tokenizer)
+    return HeldOut(prepared, items, tokenizer, ModelAdapter.from_pretrained(model, tokenizer))
+
+
+# ------------------------------------------------------------------------------------------------ speed
+
+
 def _maxrss_mb() -> float:
-    # Linux reports KiB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def measure(args: argparse.Namespace, vocab: int, gen_length: int) -> dict:
-    """Time ``repeats`` sampler calls for one configuration (in this process)."""
+def _speed_model(args: argparse.Namespace, source: str, max_len: int, device: torch.device):
+    """(model, prompt ids, attention mask or None) for a speed run; source = "trained" | "vocab:N" | "llada8b"."""
+    if source == "llada8b":
+        model = llada8b_shaped(device)
+    elif source == "trained":
+        model, tokenizer = load_trained(args.model, str(device))
+        data = held_out(tokenizer, model, args.batch_size)
+        from d1rl.evaluation.runner import left_pad
+
+        ids, mask = left_pad([it.prompt_ids for it in data.items], data.adapter.pad_id)
+        return model, ids.to(device), mask.to(device)
+    else:
+        vocab = int(source.split(":", 1)[1])
+        model = tiny_llada(vocab, args.d_model, args.n_layers, max_len).to(device, getattr(torch, args.dtype))
+    g = torch.Generator().manual_seed(0)
+    vocab = model.config.vocab_size
+    prompt = torch.randint(0, min(vocab - 64, 30000), (args.batch_size, args.prompt_length), generator=g)
+    return model, prompt.to(device), None
+
+
+def measure(args: argparse.Namespace, source: str, gen_length: int, mode: str) -> dict[str, Any]:
+    """Time ``repeats`` sampler calls of one (model, length, mode) in this process."""
     from d1rl.sampling import generate
 
     device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    model = _TimedModel(tiny_llada(vocab, args.d_model, args.n_layers, args.prompt_length + gen_length + 8)
-                        .to(device, dtype))
-    g = torch.Generator().manual_seed(0)
-    prompt = torch.randint(0, min(vocab - 64, 30000), (args.batch_size, args.prompt_length), generator=g).to(device)
-    steps = max(1, int(gen_length * args.steps_ratio))
-    kwargs = dict(gen_length=gen_length, block_length=args.block_length, steps=steps,
-                  temperature=args.temperature, generator=torch.Generator(device=device).manual_seed(0))
-    # warm-up on a short run (allocator, kernels)
-    generate(model, prompt, gen_length=args.block_length, block_length=args.block_length, steps=2)
+    inner, prompt, mask = _speed_model(args, source, args.prompt_length + gen_length + 8, device)
+    model = _TimedModel(inner)
+    kwargs = sampler_kwargs(args, mode, gen_length)
+    # warm-up on one block (allocator, kernels), same mode
+    warm = dict(kwargs, block_length=args.block_length, steps=2)
+    generate(model, prompt, mask, gen_length=args.block_length, **warm)
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     rss_before = _maxrss_mb()
-    times, nfe = [], 0
+    times: list[float] = []
+    out = None
     model.seconds = 0.0
     for _ in range(args.repeats):
         start = time.perf_counter()
-        out = generate(model, prompt, **kwargs)
+        out = generate(model, prompt, mask, gen_length=gen_length, **kwargs)
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-        nfe = out.nfe
-    if device.type == "cuda":
-        peak_mb = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak_mb = _maxrss_mb() - rss_before
+    peak_mb = ((torch.cuda.max_memory_allocated() - base) / 2**20 if device.type == "cuda"
+               else _maxrss_mb() - rss_before)
     seconds = statistics.median(times)
+    rows = prompt.shape[0]
     return {
-        "vocab": vocab,
+        "source": source,
+        "mode": mode,
         "gen_length": gen_length,
-        "batch": args.batch_size,
-        "steps": nfe,
+        "batch": rows,
+        "prompt_length": prompt.shape[1],
+        "nfe": out.nfe,
+        "nfe_per_token": out.nfe / gen_length,
+        "token_forwards_per_token": out.token_forwards / (rows * gen_length),
         "seconds": seconds,
-        "tokens_per_s": args.batch_size * gen_length / seconds,
-        "nfe_per_token": nfe / gen_length,
+        "tokens_per_s": rows * gen_length / seconds,
         "peak_mb": peak_mb,
-        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "params": sum(p.numel() for p in inner.parameters()),
         "model_share": model.seconds / sum(times),
     }
 
 
-def _child_argv(args: argparse.Namespace, vocab: int, gen_length: int) -> list[str]:
+def _child_argv(args: argparse.Namespace, source: str, gen_length: int, mode: str) -> list[str]:
     keep = ["--device", args.device, "--dtype", args.dtype, "--batch-size", str(args.batch_size),
             "--prompt-length", str(args.prompt_length), "--block-length", str(args.block_length),
-            "--steps-ratio", str(args.steps_ratio), "--temperature", str(args.temperature),
-            "--repeats", str(args.repeats), "--d-model", str(args.d_model), "--n-layers", str(args.n_layers),
-            "--threads", str(args.threads)]
-    return [sys.executable, __file__, *keep, "--single", str(vocab), str(gen_length)]
+            "--steps-ratio", str(args.steps_ratio), "--repeats", str(args.repeats), "--d-model", str(args.d_model),
+            "--n-layers", str(args.n_layers), "--threads", str(args.threads), "--threshold", str(args.threshold)]
+    if args.model:
+        keep += ["--model", args.model]
+    return [sys.executable, __file__, *keep, "--single", source, str(gen_length), mode]
+
+
+def speed_rows(args: argparse.Namespace, sources: Sequence[str]) -> list[dict[str, Any]]:
+    rows = []
+    for source in sources:
+        for gen_length in args.gen_lengths:
+            for mode in args.modes:
+                if args.in_process or args.device != "cpu":
+                    row = measure(args, source, gen_length, mode)
+                else:
+                    done = subprocess.run(_child_argv(args, source, gen_length, mode), capture_output=True, text=True,
+                                          check=False)
+                    if done.returncode != 0:
+                        print(done.stderr, file=sys.stderr)
+                        raise SystemExit(done.returncode)
+                    row = json.loads(done.stdout.strip().splitlines()[-1])
+                rows.append(row)
+                print(f"  {source} gen {gen_length} {mode}: {row['seconds']:.2f}s", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_speed(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
+    header = (f"{'model':>12} {'params':>8} {'gen':>5} {'mode':>10} {'NFE':>5} {'NFE/tok':>8} {'tokfwd/tok':>10} "
+              f"{'sec':>8} {'tok/s':>9} {'peak MB':>9} {'in model':>9}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        params = r["params"]
+        shown = f"{params / 1e9:.2f}B" if params >= 1e9 else f"{params / 1e6:.2f}M"
+        print(f"{r['source']:>12} {shown:>8} {r['gen_length']:>5} {r['mode']:>10} {r['nfe']:>5} "
+              f"{r['nfe_per_token']:>8.3f} {r['token_forwards_per_token']:>10.1f} {r['seconds']:>8.2f} "
+              f"{r['tokens_per_s']:>9.1f} {r['peak_mb']:>9.1f} {r['model_share']:>8.0%}")
+        if args.json:
+            print(json.dumps(r))
+
+
+def print_roofline(rows: Sequence[dict[str, Any]]) -> None:
+    """Achieved FLOP rate against the H100's dense bf16 peak, from the measured tokens/s and token-forwards."""
+    print(f"\nroofline: FLOPs per generated token ~= 2 x params x (token-forwards per generated token); H100 SXM "
+          f"dense bf16 peak ~= {H100_BF16_DENSE_TFLOPS:.0f} TFLOP/s. Attention's own FLOPs (~4 x layers x d_model x "
+          "context per token-forward) are left out, so the fraction is a slight underestimate.")
+    header = f"{'gen':>5} {'mode':>10} {'tokfwd/tok':>10} {'GFLOP/tok':>10} {'tok/s':>9} {'TFLOP/s':>8} {'% peak':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        flops_per_token = 2.0 * r["params"] * r["token_forwards_per_token"]
+        achieved = flops_per_token * r["tokens_per_s"] / 1e12
+        print(f"{r['gen_length']:>5} {r['mode']:>10} {r['token_forwards_per_token']:>10.1f} "
+              f"{flops_per_token / 1e9:>10.1f} {r['tokens_per_s']:>9.1f} {achieved:>8.1f} "
+              f"{100 * achieved / H100_BF16_DENSE_TFLOPS:>6.1f}%")
+    print("bound: at 100% of peak, tokens/s <= 989e12 / (2 x params x tokfwd/tok); fewer token-forwards per token "
+          "(the caches, the threshold) raise that bound in proportion.")
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+
+
+def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Sequence[str]) -> list[dict[str, Any]]:
+    """Greedy accuracy (robust grader, as the quickstart) of each mode at each length, plus its cost."""
+    from d1rl.evaluation.evaluate import make_record
+    from d1rl.evaluation.runner import run_batches
+    from d1rl.sampling import generate
+
+    stop_ids = {data.adapter.eos_id, data.adapter.pad_id}
+    device = next(model.parameters()).device
+    rows = []
+    for gen_length in args.accuracy_gen_lengths:
+        for mode in modes:
+            kwargs = sampler_kwargs(args, mode, gen_length)
+            kwargs.update(mask_id=data.adapter.mask_id, eos_id=data.adapter.eos_id, eot_id=data.adapter.eot_id)
+            cost = {"nfe": 0, "token_forwards": 0, "rows": 0, "batches": 0, "row_steps": 0}
+
+            def counted(*a: Any, **kw: Any) -> Any:
+                out = generate(*a, **kw)
+                cost["nfe"] += out.nfe
+                cost["token_forwards"] += out.token_forwards
+                cost["rows"] += out.sequences.shape[0]
+                cost["batches"] += 1
+                # steps in which each row unmasked something = the steps it would take alone (a row with masks
+                # left in its block unmasks >= 1 token per step); a batch steps as long as its slowest row
+                steps = out.decode_step
+                cost["row_steps"] += sum(len(set(r) - {-1}) for r in steps.tolist())
+                return out
+
+            correct = 0
+            completions: list[list[int]] = []
+            start = time.perf_counter()
+            for c in run_batches(model, data.items, gen_length=gen_length, batch_size=args.accuracy_batch_size,
+                                 pad_id=data.adapter.pad_id, sampler_kwargs=kwargs, seed=42, device=device,
+                                 generate_fn=counted):
+                rec = make_record(c, data.prepared, data.tokenizer, ["robust"], stop_ids, 0, kwargs["steps"], False)
+                correct += bool(rec["grades"]["robust"]["correct"])
+                completions.append(c.completion_ids)
+            seconds = time.perf_counter() - start
+            n = len(data.items)
+            rows.append({
+                "mode": mode,
+                "gen_length": gen_length,
+                "n": n,
+                "correct": correct,
+                "accuracy": correct / n,
+                # per row of the batch: every row gets the batch's forwards
+                "nfe_per_token": cost["nfe"] / (cost["batches"] * gen_length),
+                "row_steps_per_token": cost["row_steps"] / (cost["rows"] * gen_length),
+                "token_forwards_per_token": cost["token_forwards"] / (cost["rows"] * gen_length),
+                "seconds": seconds,
+                "tokens_per_s": n * gen_length / seconds,
+                "completions": completions,
+            })
+            print(f"  accuracy gen {gen_length} {mode}: {correct}/{n} in {seconds:.1f}s", file=sys.stderr, flush=True)
+    exact = {r["gen_length"]: r["completions"] for r in rows if r["mode"] == "exact"}
+    for r in rows:
+        if r["gen_length"] in exact:
+            same = sum(a == b for a, b in zip(r["completions"], exact[r["gen_length"]]))
+            r["same_as_exact"] = same / r["n"]
+    return rows
+
+
+def print_accuracy(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
+    header = (f"{'gen':>5} {'mode':>14} {'accuracy':>9} {'correct':>9} {'=exact':>7} {'NFE/tok':>8} {'alone':>6} "
+              f"{'tokfwd/tok':>10} {'sec':>8} {'tok/s':>8}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        same = f"{100 * r['same_as_exact']:.0f}%" if "same_as_exact" in r else "-"
+        print(f"{r['gen_length']:>5} {r['mode']:>14} {100 * r['accuracy']:>8.1f}% {r['correct']:>4}/{r['n']:<4} "
+              f"{same:>7} {r['nfe_per_token']:>8.3f} {r['row_steps_per_token']:>6.3f} "
+              f"{r['token_forwards_per_token']:>10.1f} {r['seconds']:>8.1f} {r['tokens_per_s']:>8.1f}")
+        if args.json:
+            print(json.dumps({k: v for k, v in r.items() if k != "completions"}))
+
+
+def print_acceptance(rows: Sequence[dict[str, Any]], gen_length: int = 256) -> bool | None:
+    """Issue 9: fast >= 5x fewer token-forwards per generated token than exact at gen 256, <= 1 point lost."""
+    by_mode = {r["mode"]: r for r in rows if r["gen_length"] == gen_length}
+    if "exact" not in by_mode or "fast" not in by_mode:
+        return None
+    exact, fast = by_mode["exact"], by_mode["fast"]
+    ratio = exact["token_forwards_per_token"] / fast["token_forwards_per_token"]
+    loss = 100 * (exact["accuracy"] - fast["accuracy"])
+    ok = ratio >= 5.0 and loss <= 1.0
+    print(f"\nacceptance (issue 9) at gen {gen_length}: token-forwards per generated token exact "
+          f"{exact['token_forwards_per_token']:.1f} / fast {fast['token_forwards_per_token']:.1f} = {ratio:.2f}x "
+          f"(need >= 5x); accuracy exact {100 * exact['accuracy']:.1f}% vs fast {100 * fast['accuracy']:.1f}% "
+          f"({loss:+.1f} points lost, need <= 1) on {exact['n']} held-out problems -> {'PASS' if ok else 'FAIL'}")
+    return ok
+
+
+# ------------------------------------------------------------------------------------------------ main
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[2048, LLADA_VOCAB])
+    parser.add_argument("--model", help="trained checkpoint directory (e.g. runs/quickstart/sft/final)")
+    parser.add_argument("--modes", nargs="+", default=list(MODES),
+                        help=f"subset of {MODES}; variants: NAME@TAU (threshold/fast), NAME+rN (cache refresh every N "
+                             "steps), e.g. fast@0.8 dual+r4")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="tau of the threshold/fast modes (default: configs/sampler/fast.yaml)")
     parser.add_argument("--gen-lengths", type=int, nargs="+", default=[128, 256, 512])
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--prompt-length", type=int, default=64)
+    parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[2048, LLADA_VOCAB],
+                        help="random tiny models for the speed table when --model is not given")
+    parser.add_argument("--batch-size", type=int, default=4, help="rows per sampler call in the speed table")
+    parser.add_argument("--prompt-length", type=int, default=64, help="random prompts (no --model) only")
     parser.add_argument("--block-length", type=int, default=32)
     parser.add_argument("--steps-ratio", type=float, default=0.5, help="steps = ratio * gen_length (d1 eval: 0.5)")
-    parser.add_argument("--temperature", type=float, default=0.0)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--n-layers", type=int, default=2)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"])
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--quick", action="store_true", help="gen 64 only, batch 2: a smoke run")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--accuracy-items", type=int, default=200, help="held-out problems for the accuracy table")
+    parser.add_argument("--accuracy-gen-lengths", type=int, nargs="+", default=[32, 64, 256])
+    parser.add_argument("--accuracy-batch-size", type=int, default=50)
+    parser.add_argument("--fast-thresholds", type=float, nargs="*", default=[],
+                        help="extra accuracy rows: fast mode at these taus (fast@TAU)")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--llada8b-shapes", action="store_true",
+                        help="speed of a random-weight LLaDA-8B-shaped model in bf16 (CUDA only) + H100 roofline")
+    parser.add_argument("--quick", action="store_true", help="gen 64 only, batch 2, vocab 2048: a smoke run")
     parser.add_argument("--in-process", action="store_true", help="no subprocess per configuration")
     parser.add_argument("--json", action="store_true", help="print the rows as JSON lines too")
-    parser.add_argument("--single", nargs=2, type=int, metavar=("VOCAB", "GEN"), help=argparse.SUPPRESS)
+    parser.add_argument("--single", nargs=3, metavar=("SOURCE", "GEN", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.threshold is None:
+        args.threshold = float(fast_preset().threshold)
     if args.single:
-        print(json.dumps(measure(args, *args.single)))
+        source, gen, mode = args.single
+        print(json.dumps(measure(args, source, int(gen), mode)))
         return 0
     if args.quick:
-        args.gen_lengths, args.batch_size = [64], 2
+        args.gen_lengths, args.batch_size, args.vocab_sizes = [64], 2, [2048]
+        args.accuracy_gen_lengths, args.accuracy_items = [32], min(args.accuracy_items, 20)
 
-    rows = []
-    for vocab in args.vocab_sizes:
-        for gen_length in args.gen_lengths:
-            if args.in_process or args.device != "cpu":
-                row = measure(args, vocab, gen_length)
-            else:
-                done = subprocess.run(_child_argv(args, vocab, gen_length), capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    print(done.stderr, file=sys.stderr)
-                    return done.returncode
-                row = json.loads(done.stdout.strip().splitlines()[-1])
-            rows.append(row)
-            print(f"  vocab {vocab} gen {gen_length}: {row['seconds']:.2f}s", file=sys.stderr, flush=True)
+    where = args.device if args.device == "cpu" else torch.cuda.get_device_name()
+    print(f"sampler benchmark: device {where}, threads {args.threads}, block {args.block_length}, steps = "
+          f"{args.steps_ratio} x gen (exact/prefix/dual), greedy, tau = {args.threshold} (threshold/fast)")
 
-    device = args.device if args.device == "cpu" else torch.cuda.get_device_name()
-    print(f"\nsampler benchmark: device {device}, dtype {args.dtype}, batch {args.batch_size}, prompt "
-          f"{args.prompt_length}, block {args.block_length}, steps = {args.steps_ratio} x gen, T {args.temperature}, "
-          f"threads {args.threads}, d_model {args.d_model}, layers {args.n_layers}")
-    header = (f"{'vocab':>7} {'params':>7} {'gen':>5} {'NFE':>5} {'sec':>8} {'tok/s':>9} {'NFE/tok':>8} "
-              f"{'peak MB':>9} {'in model':>9}")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        print(f"{r['vocab']:>7} {r['params_m']:>6.1f}M {r['gen_length']:>5} {r['steps']:>5} {r['seconds']:>8.2f} "
-              f"{r['tokens_per_s']:>9.1f} {r['nfe_per_token']:>8.3f} {r['peak_mb']:>9.1f} {r['model_share']:>8.0%}")
-        if args.json:
-            print(json.dumps(r))
+    if args.llada8b_shapes:
+        if args.device == "cpu" or not torch.cuda.is_available():
+            raise SystemExit("--llada8b-shapes needs CUDA (a bf16 8B model; 16 GB of weights)")
+        args.in_process = True
+        rows = speed_rows(args, ["llada8b"])
+        print(f"\nLLaDA-8B shapes, random weights, bf16, batch {args.batch_size}, random prompts of "
+              f"{args.prompt_length} tokens. Random weights are never confident: the threshold modes decode one "
+              "token per step here, so only exact/prefix/dual are representative of a trained model's cost.")
+        print_speed(rows, args)
+        print_roofline(rows)
+        return 0
+
+    if not args.skip_speed:
+        sources = ["trained"] if args.model else [f"vocab:{v}" for v in args.vocab_sizes]
+        rows = speed_rows(args, sources)
+        what = (f"trained model {args.model}, held-out synthetic prompts" if args.model
+                else f"random tiny LLaDA (d_model {args.d_model}, {args.n_layers} layers), random prompts of "
+                     f"{args.prompt_length} tokens")
+        print(f"\nspeed: {what}, batch {args.batch_size}, dtype {args.dtype}")
+        print_speed(rows, args)
+
+    if args.model and not args.skip_accuracy:
+        model, tokenizer = load_trained(args.model, args.device)
+        data = held_out(tokenizer, model, args.accuracy_items)
+        modes = list(args.modes) + [f"fast@{t:g}" for t in args.fast_thresholds]
+        rows = accuracy_rows(args, model, data, modes)
+        print(f"\naccuracy: {args.model}, {len(data.items)} held-out synthetic problems (split test), greedy, robust "
+              f"grader, batch {args.accuracy_batch_size}; =exact: completions token-identical to exact mode's; "
+              "NFE/tok: forwards per generated token of the batch (it steps as long as its slowest row); alone: "
+              "steps per token each row needed (= NFE/tok at batch 1)")
+        print_accuracy(rows, args)
+        print_acceptance(rows)
     return 0
 
 

@@ -304,3 +304,28 @@ def test_generate_rejects_what_the_cache_cannot_do(fixture_model):
         generate(fixture_model, prompt, cache="Dual", **kw)
     with pytest.raises(ValueError, match="threshold must be in"):
         generate(fixture_model, prompt, threshold=True, **kw)
+
+
+def test_generate_command_with_the_fast_preset(tmp_path, monkeypatch):
+    """``d1rl generate sampler=fast`` end to end on the embedded tiny model; records carry both cost counters."""
+    import json
+
+    from d1rl.sampling.commands import generate_main
+
+    monkeypatch.setenv("D1RL_CACHE", str(tmp_path / "cache"))
+
+    def run(preset: str) -> list[dict]:
+        out = tmp_path / f"{preset}.jsonl"
+        code = generate_main([f"sampler={preset}", "sampler.gen_length=64", "model=tiny", 'prompts=["Hi","What is 2+3?"]',
+                              "batch_size=2", "print_completions=false", f"output_file={out}",
+                              f"output_dir={tmp_path / preset}"])
+        assert code == 0
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    exact, fast = run("d1_eval"), run("fast")
+    width = max(r["num_prompt_tokens"] for r in exact)  # the batch is left-padded to its longest prompt
+    assert exact[0]["nfe"] == 32 and exact[0]["token_forwards"] == 32 * 2 * (width + 64)
+    # fast: two blocks of 32; each block's first step feeds every position, its later steps the 32 block positions
+    steps = fast[0]["nfe"]
+    assert 2 <= steps <= 64 and fast[0]["token_forwards"] == 2 * 2 * (width + 64) + (steps - 2) * 2 * 32
+    assert all(len(r["completion_ids"]) == 64 for r in exact + fast)

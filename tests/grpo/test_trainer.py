@@ -11,7 +11,7 @@ import torch
 from grpo_helpers import LENGTH_REWARD, read_metrics, tiny_job
 from d1rl.training.grpo import GRPOTrainer
 
-torch.set_num_threads(2)
+torch.set_num_threads(1)  # as tests/conftest.py: 1 thread is faster for tiny tensors on a busy 2-core machine
 
 
 def record(trainer: GRPOTrainer) -> list[tuple]:

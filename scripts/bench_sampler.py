@@ -149,18 +149,19 @@ def fast_preset():
 
 
 def mode_options(mode: str, threshold: float) -> dict[str, Any]:
-    """The generate() options of a mode name: one of MODES, optionally "@TAU" (threshold/fast at another tau) and
-    "+rN" (cache modes: rebuild the cache every N steps inside a block), e.g. "fast@0.8", "dual+r4"."""
-    name, refresh = mode, 0
+    """The generate() options of a mode name: one of MODES, optionally "@TAU" (threshold at tau, on any mode:
+    "prefix@0.9" = prefix cache + threshold) and "+rN" (cache modes: rebuild the cache every N steps inside a
+    block), e.g. "fast@0.8", "dual+r4"."""
+    name, refresh, tau = mode, 0, None
     if "+r" in name:
         name, tail = name.split("+r", 1)
         refresh = int(tail)
     if "@" in name:
-        name, tau = name.split("@", 1)
-        if name not in ("threshold", "fast"):
-            raise SystemExit(f"mode {mode!r}: @TAU applies to threshold/fast only")
-        threshold = float(tau)
+        name, text = name.split("@", 1)
+        tau = float(text)
     options = _base_options(name, threshold)
+    if tau is not None:
+        options["threshold"] = tau
     if refresh:
         options["cache_refresh"] = refresh
     return options
@@ -360,6 +361,34 @@ def print_roofline(rows: Sequence[dict[str, Any]]) -> None:
 # ------------------------------------------------------------------------------------------------ accuracy
 
 
+def alone_token_forwards(decode_step: torch.Tensor, prompt_width: int, block_length: int, options: dict[str, Any],
+                         batch_token_forwards: int) -> float:
+    """Token-forwards the rows would have cost decoded one at a time (batch 1), summed over the rows.
+
+    Without a threshold every row takes the batch's steps, so this is the batch's count. With a threshold a batch
+    steps until its slowest row is done; a row alone stops at its own last step, and its trajectory is the same
+    (rows never interact), so its cost follows from the steps it used in each block (its distinct decode steps
+    there): a full forward of all T positions at the block's first step (and at every refresh), and at the other
+    steps the block + suffix (prefix cache), the block (dual cache) or again all T positions (no cache).
+    """
+    if options.get("threshold") is None:
+        return float(batch_token_forwards)
+    rows, gen_length = decode_step.shape
+    length = prompt_width + gen_length
+    refresh = int(options.get("cache_refresh", 0) or 0)
+    total = 0
+    for row in decode_step.tolist():
+        for block in range(gen_length // block_length):
+            used = len(set(row[block * block_length : (block + 1) * block_length]) - {-1})
+            if used == 0:
+                continue
+            full = used if options["cache"] == "none" else 1 + ((used - 1) // refresh if refresh else 0)
+            start = prompt_width + block * block_length
+            partial = {"none": length, "prefix": length - start, "dual": block_length}[options["cache"]]
+            total += full * length + (used - full) * partial
+    return float(total)
+
+
 def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Sequence[str]) -> list[dict[str, Any]]:
     """Greedy accuracy (robust grader, as the quickstart) of each mode at each length, plus its cost."""
     from d1rl.evaluation.evaluate import make_record
@@ -373,7 +402,8 @@ def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Se
         for mode in modes:
             kwargs = sampler_kwargs(args, mode, gen_length)
             kwargs.update(mask_id=data.adapter.mask_id, eos_id=data.adapter.eos_id, eot_id=data.adapter.eot_id)
-            cost = {"nfe": 0, "token_forwards": 0, "rows": 0, "batches": 0, "row_steps": 0}
+            cost = {"nfe": 0, "token_forwards": 0, "rows": 0, "batches": 0, "row_steps": 0, "alone": 0.0}
+            options = mode_options(mode, args.threshold)
 
             def counted(*a: Any, **kw: Any) -> Any:
                 out = generate(*a, **kw)
@@ -385,6 +415,8 @@ def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Se
                 # left in its block unmasks >= 1 token per step); a batch steps as long as its slowest row
                 steps = out.decode_step
                 cost["row_steps"] += sum(len(set(r) - {-1}) for r in steps.tolist())
+                cost["alone"] += alone_token_forwards(steps, a[1].shape[1], kw["block_length"], options,
+                                                      out.token_forwards)
                 return out
 
             correct = 0
@@ -408,6 +440,7 @@ def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Se
                 "nfe_per_token": cost["nfe"] / (cost["batches"] * gen_length),
                 "row_steps_per_token": cost["row_steps"] / (cost["rows"] * gen_length),
                 "token_forwards_per_token": cost["token_forwards"] / (cost["rows"] * gen_length),
+                "alone_token_forwards_per_token": cost["alone"] / (cost["rows"] * gen_length),
                 "seconds": seconds,
                 "tokens_per_s": n * gen_length / seconds,
                 "completions": completions,
@@ -423,31 +456,41 @@ def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Se
 
 def print_accuracy(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
     header = (f"{'gen':>5} {'mode':>14} {'accuracy':>9} {'correct':>9} {'=exact':>7} {'NFE/tok':>8} {'alone':>6} "
-              f"{'tokfwd/tok':>10} {'sec':>8} {'tok/s':>8}")
+              f"{'tokfwd/tok':>10} {'alone':>7} {'sec':>8} {'tok/s':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
         same = f"{100 * r['same_as_exact']:.0f}%" if "same_as_exact" in r else "-"
         print(f"{r['gen_length']:>5} {r['mode']:>14} {100 * r['accuracy']:>8.1f}% {r['correct']:>4}/{r['n']:<4} "
               f"{same:>7} {r['nfe_per_token']:>8.3f} {r['row_steps_per_token']:>6.3f} "
-              f"{r['token_forwards_per_token']:>10.1f} {r['seconds']:>8.1f} {r['tokens_per_s']:>8.1f}")
+              f"{r['token_forwards_per_token']:>10.1f} {r['alone_token_forwards_per_token']:>7.1f} "
+              f"{r['seconds']:>8.1f} {r['tokens_per_s']:>8.1f}")
         if args.json:
             print(json.dumps({k: v for k, v in r.items() if k != "completions"}))
 
 
 def print_acceptance(rows: Sequence[dict[str, Any]], gen_length: int = 256) -> bool | None:
-    """Issue 9: fast >= 5x fewer token-forwards per generated token than exact at gen 256, <= 1 point lost."""
+    """Issue 9: fast >= 5x fewer token-forwards per generated token than exact at gen 256, <= 1 point lost.
+
+    The cost ratio is printed for batch-1 decoding (the algorithm's own cost, as Fast-dLLM measures it) and for
+    the batches run (where a threshold batch steps as long as its slowest row); the verdict uses batch 1.
+    """
     by_mode = {r["mode"]: r for r in rows if r["gen_length"] == gen_length}
     if "exact" not in by_mode or "fast" not in by_mode:
         return None
     exact, fast = by_mode["exact"], by_mode["fast"]
-    ratio = exact["token_forwards_per_token"] / fast["token_forwards_per_token"]
+    alone = exact["alone_token_forwards_per_token"] / fast["alone_token_forwards_per_token"]
+    batched = exact["token_forwards_per_token"] / fast["token_forwards_per_token"]
     loss = 100 * (exact["accuracy"] - fast["accuracy"])
-    ok = ratio >= 5.0 and loss <= 1.0
-    print(f"\nacceptance (issue 9) at gen {gen_length}: token-forwards per generated token exact "
-          f"{exact['token_forwards_per_token']:.1f} / fast {fast['token_forwards_per_token']:.1f} = {ratio:.2f}x "
-          f"(need >= 5x); accuracy exact {100 * exact['accuracy']:.1f}% vs fast {100 * fast['accuracy']:.1f}% "
-          f"({loss:+.1f} points lost, need <= 1) on {exact['n']} held-out problems -> {'PASS' if ok else 'FAIL'}")
+    ok = alone >= 5.0 and loss <= 1.0
+    print(f"\nacceptance (issue 9) at gen {gen_length}, {exact['n']} held-out problems: token-forwards per generated "
+          f"token exact {exact['alone_token_forwards_per_token']:.1f} / fast "
+          f"{fast['alone_token_forwards_per_token']:.1f} = {alone:.2f}x at batch 1 ({batched:.2f}x in the batches run; "
+          f"need >= 5x); accuracy exact {100 * exact['accuracy']:.1f}% vs fast {100 * fast['accuracy']:.1f}% "
+          f"({loss:+.1f} points lost, need <= 1) -> {'PASS' if ok else 'FAIL'}")
+    if exact["accuracy"] < 0.02:
+        print(f"  caution: exact mode itself scores {100 * exact['accuracy']:.1f}% at gen {gen_length}: this model "
+              "cannot do the task at this length, so the accuracy half of the check says nothing here")
     return ok
 
 
@@ -532,8 +575,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = accuracy_rows(args, model, data, modes)
         print(f"\naccuracy: {args.model}, {len(data.items)} held-out synthetic problems (split test), greedy, robust "
               f"grader, batch {args.accuracy_batch_size}; =exact: completions token-identical to exact mode's; "
-              "NFE/tok: forwards per generated token of the batch (it steps as long as its slowest row); alone: "
-              "steps per token each row needed (= NFE/tok at batch 1)")
+              "NFE/tok, tokfwd/tok: per generated token, in batches (a batch steps as long as its slowest row); alone: "
+              "the same for rows decoded one at a time (batch 1; differs only with a threshold)")
         print_accuracy(rows, args)
         print_acceptance(rows)
     return 0

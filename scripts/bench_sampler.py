@@ -482,15 +482,21 @@ def print_acceptance(rows: Sequence[dict[str, Any]], gen_length: int = 256) -> b
     alone = exact["alone_token_forwards_per_token"] / fast["alone_token_forwards_per_token"]
     batched = exact["token_forwards_per_token"] / fast["token_forwards_per_token"]
     loss = 100 * (exact["accuracy"] - fast["accuracy"])
-    ok = alone >= 5.0 and loss <= 1.0
+    cost_ok = alone >= 5.0
+    measurable = exact["accuracy"] >= 0.02  # below that the model cannot do the task at this length at all
+    ok = cost_ok and loss <= 1.0 if measurable else None
+    if ok is None:
+        verdict = f"cost {'PASS' if cost_ok else 'FAIL'}, accuracy NOT MEASURABLE"
+    else:
+        verdict = "PASS" if ok else "FAIL"
     print(f"\nacceptance (issue 9) at gen {gen_length}, {exact['n']} held-out problems: token-forwards per generated "
           f"token exact {exact['alone_token_forwards_per_token']:.1f} / fast "
           f"{fast['alone_token_forwards_per_token']:.1f} = {alone:.2f}x at batch 1 ({batched:.2f}x in the batches run; "
           f"need >= 5x); accuracy exact {100 * exact['accuracy']:.1f}% vs fast {100 * fast['accuracy']:.1f}% "
-          f"({loss:+.1f} points lost, need <= 1) -> {'PASS' if ok else 'FAIL'}")
-    if exact["accuracy"] < 0.02:
-        print(f"  caution: exact mode itself scores {100 * exact['accuracy']:.1f}% at gen {gen_length}: this model "
-              "cannot do the task at this length, so the accuracy half of the check says nothing here")
+          f"({loss:+.1f} points lost, need <= 1) -> {verdict}")
+    if not measurable:
+        print(f"  exact mode itself scores {100 * exact['accuracy']:.1f}% at gen {gen_length}: this model cannot do the "
+              "task at this length (e.g. it was trained on shorter sequences), so accuracy cannot be compared here")
     return ok
 
 

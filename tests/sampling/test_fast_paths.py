@@ -329,3 +329,27 @@ def test_generate_command_with_the_fast_preset(tmp_path, monkeypatch):
     steps = fast[0]["nfe"]
     assert 2 <= steps <= 64 and fast[0]["token_forwards"] == 2 * 2 * (width + 64) + (steps - 2) * 2 * 32
     assert all(len(r["completion_ids"]) == 64 for r in exact + fast)
+
+
+def test_bench_batch1_token_forwards_formula(fixture_model, reference, monkeypatch):
+    """scripts/bench_sampler.py reports threshold costs as if each row ran alone; check that against real batch-1 runs."""
+    import importlib.util
+    import sys
+
+    from d1rl.config import CONFIG_DIR
+
+    spec = importlib.util.spec_from_file_location("bench_sampler_for_test", CONFIG_DIR.parent / "scripts" / "bench_sampler.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # its dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    meta, tensors = reference
+    case = _sampler_cases(meta)["sampler_padded_masked"]
+    prompt, mask = _inputs(case, tensors)
+    for options in ({"cache": "none", "threshold": 0.2}, {"cache": "prefix", "threshold": 0.2},
+                    {"cache": "dual", "threshold": 0.2, "cache_refresh": 2}):
+        batched = generate(fixture_model, prompt, mask, **_kwargs(case), **options)
+        alone = sum(generate(fixture_model, prompt[r : r + 1], mask[r : r + 1], **_kwargs(case), **options).token_forwards
+                    for r in range(prompt.shape[0]))
+        estimate = bench.alone_token_forwards(batched.decode_step, prompt.shape[1], case["settings"]["block_length"],
+                                              options, batched.token_forwards)
+        assert estimate == alone < batched.token_forwards, options

@@ -8,7 +8,11 @@ steps = gen_length / 2, greedy, low-confidence remasking; ``--steps-ratio`` chan
     prefix     cache prefix, threshold off   (Fast-dLLM prefix KV cache, approximate)
     dual       cache dual,   threshold off   (Fast-dLLM dual KV cache, approximate)
     threshold  cache none,   threshold tau   (Fast-dLLM confidence-threshold parallel decoding)
-    fast       cache dual,   threshold tau   (the ``fast`` preset, configs/sampler/fast.yaml; tau from there)
+    fast       the ``fast`` preset's cache / cache_refresh / threshold (configs/sampler/fast.yaml: dual cache
+               rebuilt every 4 steps inside a block, tau 0.9)
+
+Variants: NAME@TAU sets a threshold on any mode (``dual@0.9`` = Fast-dLLM's dual cache + threshold without refresh),
+NAME+rN rebuilds the cache every N steps inside a block (``dual@0.9+r4`` = the fast preset).
 
 Columns: NFE/tok = model forward passes per generated token of a row; tokfwd/tok = token-forwards (query positions
 fed to the model, summed over forwards) per generated token, the measure of transformer compute that the caches
@@ -148,6 +152,9 @@ def fast_preset():
     return OmegaConf.to_object(node)
 
 
+FAST: dict[str, Any] = {}  # the fast preset's cache options, read in main()
+
+
 def mode_options(mode: str, threshold: float) -> dict[str, Any]:
     """The generate() options of a mode name: one of MODES, optionally "@TAU" (threshold at tau, on any mode:
     "prefix@0.9" = prefix cache + threshold) and "+rN" (cache modes: rebuild the cache every N steps inside a
@@ -173,7 +180,7 @@ def _base_options(mode: str, threshold: float) -> dict[str, Any]:
         "prefix": {"cache": "prefix", "threshold": None},
         "dual": {"cache": "dual", "threshold": None},
         "threshold": {"cache": "none", "threshold": threshold},
-        "fast": {"cache": "dual", "threshold": threshold},
+        "fast": {"cache": FAST["cache"], "threshold": threshold, "cache_refresh": FAST["cache_refresh"]},
     }
     if mode not in table:
         raise SystemExit(f"unknown mode {mode!r}; expected one of {MODES} (+ @TAU / +rN)")
@@ -510,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"subset of {MODES}; variants: NAME@TAU (threshold/fast), NAME+rN (cache refresh every N "
                              "steps), e.g. fast@0.8 dual+r4")
     parser.add_argument("--threshold", type=float, default=None,
-                        help="tau of the threshold/fast modes (default: configs/sampler/fast.yaml)")
+                        help="tau of the threshold/fast modes (default: configs/sampler/fast.yaml's)")
     parser.add_argument("--gen-lengths", type=int, nargs="+", default=[128, 256, 512])
     parser.add_argument("--vocab-sizes", type=int, nargs="+", default=[2048, LLADA_VOCAB],
                         help="random tiny models for the speed table when --model is not given")
@@ -539,8 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single", nargs=3, metavar=("SOURCE", "GEN", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    preset = fast_preset()
+    FAST.update(cache=preset.cache, cache_refresh=preset.cache_refresh)
     if args.threshold is None:
-        args.threshold = float(fast_preset().threshold)
+        args.threshold = float(preset.threshold)
     if args.single:
         source, gen, mode = args.single
         print(json.dumps(measure(args, source, int(gen), mode)))
@@ -551,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
 
     where = args.device if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"sampler benchmark: device {where}, threads {args.threads}, block {args.block_length}, steps = "
-          f"{args.steps_ratio} x gen (exact/prefix/dual), greedy, tau = {args.threshold} (threshold/fast)")
+          f"{args.steps_ratio} x gen (exact/prefix/dual), greedy, tau = {args.threshold} (threshold/fast); fast = "
+          f"cache {FAST['cache']}, cache_refresh {FAST['cache_refresh']}, threshold {args.threshold}")
 
     if args.llada8b_shapes:
         if args.device == "cpu" or not torch.cuda.is_available():

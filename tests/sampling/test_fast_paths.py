@@ -259,11 +259,12 @@ def _preset(name: str, **overrides) -> SamplerConfig:
 
 def test_fast_preset_is_on_and_d1_presets_are_off():
     fast = _preset("fast").to_kwargs()
-    assert (fast["cache"], fast["threshold"], fast["gen_length"], fast["block_length"]) == ("dual", 0.9, 256, 32)
+    assert (fast["cache"], fast["cache_refresh"], fast["threshold"]) == ("dual", 4, 0.9)
+    assert (fast["gen_length"], fast["block_length"], fast["temperature"]) == (256, 32, 0.0)
     for name in ("d1_eval", "d1_rollout"):
         kw = _preset(name).to_kwargs()
-        assert (kw["cache"], kw["threshold"]) == ("none", None), name
-    assert (SamplerConfig().cache, SamplerConfig().threshold) == ("none", None)
+        assert (kw["cache"], kw["cache_refresh"], kw["threshold"]) == ("none", 0, None), name
+    assert (SamplerConfig().cache, SamplerConfig().cache_refresh, SamplerConfig().threshold) == ("none", 0, None)
 
 
 def test_fast_preset_composes_through_hydra(capsys):
@@ -314,15 +315,16 @@ def test_generate_command_with_the_fast_preset(tmp_path, monkeypatch):
 
     monkeypatch.setenv("D1RL_CACHE", str(tmp_path / "cache"))
 
-    def run(preset: str) -> list[dict]:
+    def run(preset: str, *extra: str) -> list[dict]:
         out = tmp_path / f"{preset}.jsonl"
         code = generate_main([f"sampler={preset}", "sampler.gen_length=64", "model=tiny", 'prompts=["Hi","What is 2+3?"]',
                               "batch_size=2", "print_completions=false", f"output_file={out}",
-                              f"output_dir={tmp_path / preset}"])
+                              f"output_dir={tmp_path / preset}", *extra])
         assert code == 0
         return [json.loads(line) for line in out.read_text().splitlines()]
 
-    exact, fast = run("d1_eval"), run("fast")
+    # without the refresh every block has exactly one full forward, which makes the count exact to check
+    exact, fast = run("d1_eval"), run("fast", "sampler.cache_refresh=0")
     width = max(r["num_prompt_tokens"] for r in exact)  # the batch is left-padded to its longest prompt
     assert exact[0]["nfe"] == 32 and exact[0]["token_forwards"] == 32 * 2 * (width + 64)
     # fast: two blocks of 32; each block's first step feeds every position, its later steps the 32 block positions

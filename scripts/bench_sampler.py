@@ -428,12 +428,14 @@ def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Se
 
             correct = 0
             completions: list[list[int]] = []
+            verdicts: list[bool] = []
             start = time.perf_counter()
             for c in run_batches(model, data.items, gen_length=gen_length, batch_size=args.accuracy_batch_size,
                                  pad_id=data.adapter.pad_id, sampler_kwargs=kwargs, seed=42, device=device,
                                  generate_fn=counted):
                 rec = make_record(c, data.prepared, data.tokenizer, ["robust"], stop_ids, 0, kwargs["steps"], False)
                 correct += bool(rec["grades"]["robust"]["correct"])
+                verdicts.append(bool(rec["grades"]["robust"]["correct"]))
                 completions.append(c.completion_ids)
             seconds = time.perf_counter() - start
             n = len(data.items)
@@ -451,29 +453,35 @@ def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Se
                 "seconds": seconds,
                 "tokens_per_s": n * gen_length / seconds,
                 "completions": completions,
+                "verdicts": verdicts,
             })
             print(f"  accuracy gen {gen_length} {mode}: {correct}/{n} in {seconds:.1f}s", file=sys.stderr, flush=True)
-    exact = {r["gen_length"]: r["completions"] for r in rows if r["mode"] == "exact"}
+    exact = {r["gen_length"]: r for r in rows if r["mode"] == "exact"}
     for r in rows:
         if r["gen_length"] in exact:
-            same = sum(a == b for a, b in zip(r["completions"], exact[r["gen_length"]]))
+            base = exact[r["gen_length"]]
+            same = sum(a == b for a, b in zip(r["completions"], base["completions"]))
             r["same_as_exact"] = same / r["n"]
+            # paired comparison on the same problems: how many this mode gains / loses against exact
+            r["gained"] = sum(m and not e for m, e in zip(r["verdicts"], base["verdicts"]))
+            r["lost"] = sum(e and not m for m, e in zip(r["verdicts"], base["verdicts"]))
     return rows
 
 
 def print_accuracy(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
-    header = (f"{'gen':>5} {'mode':>14} {'accuracy':>9} {'correct':>9} {'=exact':>7} {'NFE/tok':>8} {'alone':>6} "
-              f"{'tokfwd/tok':>10} {'alone':>7} {'sec':>8} {'tok/s':>8}")
+    header = (f"{'gen':>5} {'mode':>14} {'accuracy':>9} {'correct':>9} {'+/- exact':>9} {'=exact':>7} {'NFE/tok':>8} "
+              f"{'alone':>6} {'tokfwd/tok':>10} {'alone':>7} {'sec':>8} {'tok/s':>8}")
     print(header)
     print("-" * len(header))
     for r in rows:
         same = f"{100 * r['same_as_exact']:.0f}%" if "same_as_exact" in r else "-"
+        flips = f"+{r['gained']}/-{r['lost']}" if "gained" in r else "-"
         print(f"{r['gen_length']:>5} {r['mode']:>14} {100 * r['accuracy']:>8.1f}% {r['correct']:>4}/{r['n']:<4} "
-              f"{same:>7} {r['nfe_per_token']:>8.3f} {r['row_steps_per_token']:>6.3f} "
+              f"{flips:>9} {same:>7} {r['nfe_per_token']:>8.3f} {r['row_steps_per_token']:>6.3f} "
               f"{r['token_forwards_per_token']:>10.1f} {r['alone_token_forwards_per_token']:>7.1f} "
               f"{r['seconds']:>8.1f} {r['tokens_per_s']:>8.1f}")
         if args.json:
-            print(json.dumps({k: v for k, v in r.items() if k != "completions"}))
+            print(json.dumps({k: v for k, v in r.items() if k not in ("completions", "verdicts")}))
 
 
 def print_acceptance(rows: Sequence[dict[str, Any]], gen_length: int = 256) -> bool | None:
@@ -592,7 +600,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\naccuracy: {args.model}, {len(data.items)} held-out synthetic problems (split test), greedy, robust "
               f"grader, batch {args.accuracy_batch_size}; =exact: completions token-identical to exact mode's; "
               "NFE/tok, tokfwd/tok: per generated token, in batches (a batch steps as long as its slowest row); alone: "
-              "the same for rows decoded one at a time (batch 1; differs only with a threshold)")
+              "the same for rows decoded one at a time (batch 1; differs only with a threshold); +/- exact: problems "
+              "this mode solves that exact does not / exact solves that this mode does not")
         print_accuracy(rows, args)
         print_acceptance(rows)
     return 0

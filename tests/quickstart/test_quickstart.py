@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from d1rl.quickstart import Plan, reward_summary, stage_overrides
+from d1rl.quickstart import Plan, choose_threads, reward_summary, stage_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -62,7 +62,7 @@ def _check_results(out: Path, proc: subprocess.CompletedProcess, n_items: int) -
 
 def test_quick_pipeline_end_to_end_and_resume(tmp_path):
     out = tmp_path / "qs"
-    proc = _run(["--quick", "--output-dir", str(out)], timeout=600)
+    proc = _run(["--quick", "--threads", "1", "--output-dir", str(out)], timeout=600)
     first = _check_results(out, proc, n_items=16)
     sft_metrics = [json.loads(line) for line in (out / "sft" / "metrics.jsonl").read_text().splitlines()]
     assert max(r["step"] for r in sft_metrics) == 30
@@ -71,14 +71,14 @@ def test_quick_pipeline_end_to_end_and_resume(tmp_path):
     assert max(rl_steps) == 4
 
     # re-running the same folder skips every finished stage and reports the same numbers
-    proc2 = _run(["--quick", "--output-dir", str(out)], timeout=300)
+    proc2 = _run(["--quick", "--threads", "1", "--output-dir", str(out)], timeout=300)
     assert proc2.returncode == 0, proc2.stderr[-2000:]
     assert proc2.stdout.count("skipped") == 5  # all but the (cheap, cached) build
     second = json.loads((out / "quickstart_results.json").read_text())
     assert second["accuracy"] == first["accuracy"] and second["skipped"] == ["eval_base", "sft", "eval_sft", "rl", "eval_rl"]
 
     # other settings in the same folder are refused, naming the difference
-    proc3 = _run(["--quick", "--seed", "7", "--output-dir", str(out)], timeout=120)
+    proc3 = _run(["--quick", "--threads", "1", "--seed", "7", "--output-dir", str(out)], timeout=120)
     assert proc3.returncode == 1 and "seed: 42 there, 7 now" in proc3.stderr
 
 
@@ -109,6 +109,18 @@ def test_reward_summary_first_and_last_rollouts(tmp_path):
     assert s["last_mean_reward"] == pytest.approx(0.5 + 0.1 * 18.5)
     assert s["last_mean_correctness_reward"] == pytest.approx(0.1 * 18.5)
     assert reward_summary(tmp_path / "missing.jsonl") is None
+
+
+def test_auto_threads_take_the_idle_cores():
+    assert choose_threads("auto", cpus=2, load=0.03)[0] == 2  # idle 2-core laptop: both cores
+    assert choose_threads("auto", cpus=2, load=1.1)[0] == 1  # another job keeps one core busy
+    assert choose_threads("auto", cpus=2, load=3.5)[0] == 1  # never fewer than one
+    assert choose_threads("auto", cpus=64, load=0.0)[0] == 4  # the tiny model gains nothing past 4
+    assert choose_threads("3")[0] == 3
+    with pytest.raises(ValueError, match="--threads must be a number or 'auto', got 'many'"):
+        choose_threads("many")
+    with pytest.raises(ValueError, match="--threads must be >= 1, got 0"):
+        choose_threads("0")
 
 
 @pytest.mark.slow

@@ -503,13 +503,42 @@ def run_quickstart(out: Path, plan: Plan, *, log: Callable[[str], None] = print)
 MAX_AUTO_THREADS = 4
 
 
-def choose_threads(spec: str | int, cpus: int | None = None, load: float | None = None) -> tuple[int, str]:
+def busy_cores(interval: float = 0.5) -> float | None:
+    """How many cores other processes keep busy now: the non-idle share of /proc/stat over ``interval`` seconds.
+
+    Why not the load average: it lags by about a minute, so right after another job ends it still reads busy (and
+    it counts processes waiting on disk). None where /proc/stat does not exist (not Linux).
+    """
+
+    def snapshot() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(x) for x in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields), idle
+
+    first = snapshot()
+    if first is None:
+        return None
+    time.sleep(interval)
+    second = snapshot()
+    if second is None or second[0] == first[0]:
+        return None
+    total, idle = second[0] - first[0], second[1] - first[1]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cpus * (1.0 - idle / total)
+
+
+def choose_threads(spec: str | int, cpus: int | None = None, busy: float | None = None) -> tuple[int, str]:
     """The torch thread count for ``--threads`` (a number or ``auto``) and a short reason to print.
 
     Why not torch's default (every core): on a 2-core machine with any other busy process, two OpenMP threads
     spin-wait on each other and the quickstart ran 8-13x slower than with one (measured). Idle, two threads are
-    1.7x faster than one (SFT 0.060 against 0.103 s/step). So ``auto`` takes the cores the 1-minute load average
-    leaves idle: 2 on an idle 2-core machine, 1 while another job keeps a core busy.
+    1.7x faster than one (SFT 0.060 against 0.103 s/step). So ``auto`` takes the cores that other processes leave
+    idle (:func:`busy_cores`, else the 1-minute load average): 2 on an idle 2-core machine, 1 while another job
+    keeps a core busy; never more than :data:`MAX_AUTO_THREADS`.
     """
     if str(spec) != "auto":
         try:
@@ -521,11 +550,13 @@ def choose_threads(spec: str | int, cpus: int | None = None, load: float | None 
         return n, "--threads"
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if load is None:
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    idle = cpus - int(round(load))
-    n = max(1, min(MAX_AUTO_THREADS, idle))
-    return n, f"auto: {cpus} CPUs, 1-min load average {load:.2f}"
+    source = "busy now"
+    if busy is None:
+        busy = busy_cores()
+    if busy is None:
+        busy, source = (os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0), "1-min load average"
+    n = max(1, min(MAX_AUTO_THREADS, cpus - int(round(busy))))
+    return n, f"auto: {cpus} CPUs, {busy:.2f} of them {source}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -542,8 +573,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-items", type=int, default=None, help="override the eval recipe's limit (held-out items)")
     p.add_argument("--no-rl", action="store_true", help="stop after SFT and its evaluation")
     p.add_argument("--threads", default="auto",
-                   help="torch CPU threads: a number, or 'auto' (default): every core that the 1-minute load average "
-                   "shows idle, at least 1 and at most 4 (see choose_threads)")
+                   help="torch CPU threads: a number, or 'auto' (default): the cores other processes leave idle right "
+                   "now, at least 1 and at most 4")
     for cmd in ("sft", "train", "eval"):
         p.add_argument(f"--{cmd}-override", action="append", default=[], metavar="KEY=VALUE",
                        help=f"extra Hydra override for every `d1rl {cmd}` stage (repeatable)")

@@ -508,7 +508,7 @@ def print_acceptance(rows: Sequence[dict[str, Any]], gen_length: int = 256) -> b
           f"token exact {exact['alone_token_forwards_per_token']:.1f} / fast "
           f"{fast['alone_token_forwards_per_token']:.1f} = {alone:.2f}x at batch 1 ({batched:.2f}x in the batches run; "
           f"need >= 5x); accuracy exact {100 * exact['accuracy']:.1f}% vs fast {100 * fast['accuracy']:.1f}% "
-          f"({loss:+.1f} points lost, need <= 1) -> {verdict}")
+          f"(fast {-loss:+.1f} points; a loss of at most 1 allowed) -> {verdict}")
     if not measurable:
         print(f"  exact mode itself scores {100 * exact['accuracy']:.1f}% at gen {gen_length}: this model cannot do the "
               "task at this length (e.g. it was trained on shorter sequences), so accuracy cannot be compared here")

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import torch
 
 from d1rl.evaluation.records import ItemKey
+from d1rl.sampling.padding import left_pad
 
 
 @dataclass(frozen=True)
@@ -55,22 +56,6 @@ class Completion:
 
 
 GenerateFn = Callable[..., Any]
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack prompts right-aligned: (input_ids, attention_mask), both (B, max_len) int64, mask 1 on real tokens."""
-    if not prompts:
-        raise ValueError("left_pad needs at least one prompt")
-    width = max(len(p) for p in prompts)
-    if width == 0:
-        raise ValueError("left_pad: every prompt is empty")
-    ids = torch.full((len(prompts), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, p in enumerate(prompts):
-        if len(p):
-            ids[row, width - len(p) :] = torch.as_tensor(list(p), dtype=torch.long)
-            mask[row, width - len(p) :] = 1
-    return ids, mask
 
 
 def plan_batches(items: Sequence[EvalItem], batch_size: int) -> list[list[EvalItem]]:

@@ -27,6 +27,7 @@ import torch
 
 from d1rl.models import ModelConfig
 from d1rl.sampling.config import SamplerConfig
+from d1rl.sampling.padding import left_pad as _left_pad
 
 
 @dataclass
@@ -137,18 +138,8 @@ def build_prompt_texts(
 def left_pad(
     sequences: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention_mask) of the token lists, left-padded with ``pad_id`` to the longest one."""
-    if not sequences:
-        raise ValueError("no sequences to pad")
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.int64)
-    mask = torch.zeros((len(sequences), width), dtype=torch.int64)
-    for row, seq in enumerate(sequences):
-        if len(seq) == 0:
-            raise ValueError(f"prompt {row} is empty after tokenisation")
-        ids[row, width - len(seq) :] = torch.tensor(list(seq), dtype=torch.int64)
-        mask[row, width - len(seq) :] = 1
-    return ids.to(device), mask.to(device)
+    """:func:`d1rl.sampling.padding.left_pad` where an empty prompt is an error naming its row (a bad input line)."""
+    return _left_pad(sequences, pad_id, device, allow_empty_rows=False)
 
 
 # --------------------------------------------------------------------------------------------------- output

@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import torch
-
+from d1rl.sampling.padding import left_pad  # noqa: F401  (re-exported for the trainer)
 from d1rl.tasks.prompts import build_prompt_text
 
 ELLIPSIS = "..."
@@ -104,20 +103,6 @@ def _truncate_question(
         f"{row_name}: even with an empty question the prompt exceeds algorithm.max_prompt_length={budget} "
         "(the template and instructions alone are too long); raise the budget"
     )
-
-
-def left_pad(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad to the longest sequence: (ids (B, P) int64, attention_mask (B, P) int64 with 1 = real token)."""
-    if not sequences:
-        raise ValueError("left_pad: empty batch")
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), int(pad_id), dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        if len(seq):
-            ids[i, width - len(seq) :] = torch.as_tensor(list(seq), dtype=torch.long)
-            mask[i, width - len(seq) :] = 1
-    return ids, mask
 
 
 def fitting_rows(

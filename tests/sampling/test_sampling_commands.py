@@ -115,3 +115,17 @@ def test_jsonl_written_atomically(tmp_path):
         write_jsonl_atomic(target, [{"a": 2}, {"bad": Boom()}])
     assert target.read_text(encoding="utf-8").splitlines()[0] == '{"a": 1}'  # old file intact
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.jsonl"]  # no temp file left
+
+
+def test_one_left_pad_for_eval_rollouts_and_generate():
+    from d1rl.evaluation.runner import left_pad as eval_pad
+    from d1rl.sampling.padding import left_pad as shared
+    from d1rl.training.rollout_prompts import left_pad as rollout_pad
+
+    assert eval_pad is shared and rollout_pad is shared  # one layout for every sampler call
+    ids, mask = shared([[4], []], pad_id=9)  # an empty row is a row of pads unless refused
+    assert ids.tolist() == [[4], [9]] and mask.tolist() == [[1], [0]]
+    with pytest.raises(ValueError, match="every sequence is empty"):
+        shared([[], []], pad_id=0)
+    with pytest.raises(ValueError, match="no sequences"):
+        shared([], pad_id=0)

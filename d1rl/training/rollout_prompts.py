@@ -15,7 +15,7 @@ is explicit (``algorithm.prompt_overflow``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 from d1rl.sampling.padding import left_pad  # noqa: F401  (re-exported for the trainer)
 from d1rl.tasks.prompts import build_prompt_text

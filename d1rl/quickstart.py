@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from d1rl.atomic_io import atomic_write
+
 PLAN_FILE = "quickstart_plan.json"
 RESULTS_FILE = "quickstart_results.json"
 STAGES = ("build", "eval_base", "sft", "eval_sft", "rl", "eval_rl")
@@ -240,11 +242,7 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight"))
 
 
 def _smooth(values: list[float], k: int) -> list[float]:

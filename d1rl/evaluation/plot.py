@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from d1rl.atomic_io import atomic_write
 from d1rl.evaluation.results import primary_value
 
 
@@ -27,13 +28,8 @@ def _pyplot():
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
-    """Save through a temporary name + ``os.replace`` so a half-written PNG never replaces a good one."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, p)
-    return p
+    """Save atomically (:mod:`d1rl.atomic_io`): a half-written PNG never replaces a good one."""
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
 
 
 def _grid(n: int) -> tuple[int, int]:

@@ -11,13 +11,12 @@ sees half a file and a crash never destroys the previous version.
 
 from __future__ import annotations
 
-import json
 import os
-import uuid
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from d1rl import atomic_io
 from d1rl.evaluation.records import ItemKey, jsonable
 
 RESULTS_SCHEMA_VERSION = 1
@@ -139,23 +138,5 @@ def format_table(rows: Sequence[Mapping[str, Any]], graders: Sequence[str]) -> s
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> Path:
-    """Write ``obj`` as JSON to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name in the same directory (same filesystem, so os.replace is atomic); plain open() so the file
-    # gets the usual permissions (mkstemp would make it private to the user).
-    tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(jsonable(obj), fh, indent=2, ensure_ascii=False, allow_nan=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return p
+    """Write ``obj`` (made JSON-safe by :func:`jsonable`; NaN refused) as indented JSON, atomically."""
+    return atomic_io.write_json_atomic(path, jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False)

@@ -15,9 +15,7 @@ a completion does not depend on the other prompts of its batch), and decoded aft
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ import torch
 from d1rl.models import ModelConfig
 from d1rl.sampling.config import SamplerConfig
 from d1rl.sampling.padding import left_pad as _left_pad
+from d1rl.atomic_io import write_jsonl_atomic  # noqa: F401  (d1rl generate's output writer, re-exported)
 
 
 @dataclass
@@ -140,27 +139,6 @@ def left_pad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`d1rl.sampling.padding.left_pad` where an empty prompt is an error naming its row (a bad input line)."""
     return _left_pad(sequences, pad_id, device, allow_empty_rows=False)
-
-
-# --------------------------------------------------------------------------------------------------- output
-
-
-def write_jsonl_atomic(path: str | Path, records: Sequence[dict]) -> Path:
-    """Write records as JSONL via a temporary file in the same folder + rename (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # --------------------------------------------------------------------------------------------------- command

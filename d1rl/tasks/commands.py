@@ -21,11 +21,11 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from d1rl.atomic_io import write_json_atomic
 from d1rl.tasks.base import get_task
 from d1rl.tasks.config import TaskConfig
 
@@ -83,16 +83,7 @@ def _load_generations(path: str) -> list[dict[str, Any]]:
 
 
 def _write_json_atomic(path: str, payload: Any) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(payload, fh, indent=2, default=str)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomic(path, payload, indent=2, default=str)
 
 
 def rescore_files(

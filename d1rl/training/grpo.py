@@ -35,6 +35,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from d1rl.atomic_io import atomic_write_text
 from d1rl.diffusion import completion_mask_from_ids, get_estimator, policy_loss
 from d1rl.training.batching import keyed_generator
 from d1rl.training.engine import Engine, evaluation_mode
@@ -443,6 +444,4 @@ def _trim_jsonl(path: Path, step: int) -> None:
                 kept.append(line)
         except json.JSONDecodeError:  # a torn last line from a kill
             continue
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
+
+from d1rl.atomic_io import atomic_write_text
 
 
 def to_scalar(value: Any) -> Any:
@@ -60,9 +61,7 @@ class MetricsFile:
             discarded = self.path.with_name(self.path.stem + ".discarded.jsonl")
             with open(discarded, "a") as fh:
                 fh.write("\n".join(drop) + "\n")
-        tmp = self.path.with_name(f".tmp-{self.path.name}")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(line + "\n" for line in keep))
         return len(drop)
 
     def write(self, step: int, metrics: Mapping[str, Any]) -> dict[str, Any]:

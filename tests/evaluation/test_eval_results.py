@@ -76,11 +76,10 @@ def test_write_json_atomic_replaces_and_leaves_no_temp(tmp_path, monkeypatch):
     assert json.loads(p.read_text()) == {"a": "inf", "b": [1, 2]}
     assert os.listdir(tmp_path) == ["results.json"]
 
-    def crash_midway(obj, fh, **kw):
-        fh.write('{"a": ')
-        raise KeyboardInterrupt  # e.g. Ctrl-C while writing
+    def crash_before_rename(src, dst):
+        raise KeyboardInterrupt  # e.g. Ctrl-C after the new content is written, before it replaces the old
 
-    monkeypatch.setattr("d1rl.evaluation.results.json.dump", crash_midway)
+    monkeypatch.setattr("d1rl.atomic_io.os.replace", crash_before_rename)
     with pytest.raises(KeyboardInterrupt):
         write_json_atomic(p, {"a": 2})
     assert json.loads(p.read_text()) == {"a": "inf", "b": [1, 2]}  # previous version intact

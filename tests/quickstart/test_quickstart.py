@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from d1rl.quickstart import Plan, busy_cores, choose_threads, reward_summary, stage_overrides
+from d1rl.quickstart import BASE_EVAL_ITEMS, Plan, busy_cores, choose_threads, reward_summary, stage_overrides
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,8 @@ def _check_results(out: Path, proc: subprocess.CompletedProcess, n_items: int) -
         # the accuracy in the summary is the one in the eval's own results.json, counted from its records
         records = [json.loads(line) for f in sorted((out / stage).glob("records-rank*.jsonl"))
                    for line in f.read_text().splitlines()]
-        assert len(records) == e["n"] == n_items
+        expected = min(n_items, BASE_EVAL_ITEMS) if stage == "eval_base" else n_items
+        assert len(records) == e["n"] == expected
         correct = sum(r["grades"]["robust"]["correct"] for r in records)
         assert e["correct"] == correct and e["accuracy"] == pytest.approx(correct / n_items)
         assert 0.0 <= e["format_rate"] <= 1.0
@@ -90,6 +91,8 @@ def test_stage_arguments_chain_the_stages(tmp_path):
     assert "trainer.max_steps=9" in rl
     assert f"model.name_or_path={tmp_path / 'rl' / 'final'}" in args["eval_rl"][1]
     assert "model.name_or_path=tiny" in args["eval_base"][1]
+    assert f"limit={BASE_EVAL_ITEMS}" in args["eval_base"][1] and not any(a.startswith("limit=") for a in args["eval_sft"][1])
+    assert "limit=16" in stage_overrides(Plan(eval_items=16), tmp_path)["eval_base"][1]  # never more than the others
     assert all(a[1][:2] == ["--recipe", "quickstart/eval"] for s, a in args.items() if s.startswith("eval"))
     with pytest.raises(ValueError, match="--rl-steps"):
         Plan(rl_steps=0)

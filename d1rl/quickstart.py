@@ -16,8 +16,8 @@ The settings of a run are pinned in ``<out>/quickstart_plan.json``; re-running t
 is refused rather than mixing two experiments in one table.
 
 At the end it prints the accuracy table (before SFT / after SFT / after RL on the same held-out problems, the first
-100 of them before SFT, with the same greedy decoding), the RL reward curve summary, wall time per stage, and where the plots are; everything is
-also written atomically to ``<out>/quickstart_results.json``.
+100 of them before SFT, with the same greedy decoding), the RL reward curve summary, wall time per stage, and where
+the plots are; everything is also written atomically to ``<out>/quickstart_results.json``.
 
 ``--quick`` is the shorter setting the test suite runs: the same recipes with far fewer steps and items; its
 numbers only show that the pipeline works, not that RL helps.

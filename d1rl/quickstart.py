@@ -506,6 +506,11 @@ def run_quickstart(out: Path, plan: Plan, *, log: Callable[[str], None] = print)
 MAX_AUTO_THREADS = 4
 
 
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask where the OS has one, else every core)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def busy_cores(interval: float = 0.5) -> float | None:
     """How many cores other processes keep busy now: the non-idle share of /proc/stat over ``interval`` seconds.
 
@@ -530,8 +535,7 @@ def busy_cores(interval: float = 0.5) -> float | None:
     if second is None or second[0] == first[0]:
         return None
     total, idle = second[0] - first[0], second[1] - first[1]
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return cpus * (1.0 - idle / total)
+    return available_cpus() * (1.0 - idle / total)
 
 
 def choose_threads(spec: str | int, cpus: int | None = None, busy: float | None = None) -> tuple[int, str]:
@@ -552,7 +556,7 @@ def choose_threads(spec: str | int, cpus: int | None = None, busy: float | None 
             raise ValueError(f"--threads must be >= 1, got {n}")
         return n, "--threads"
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        cpus = available_cpus()
     source = "busy now"
     if busy is None:
         busy = busy_cores()

@@ -47,6 +47,7 @@ Quote ratios and medians from one run: other work may share the CPU cores.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -142,6 +143,7 @@ class _TimedModel(torch.nn.Module):
 # ------------------------------------------------------------------------------------------------ modes
 
 
+@functools.lru_cache(maxsize=1)
 def fast_preset():
     """The ``fast`` preset as a SamplerConfig (the benchmark's tau comes from it unless ``--threshold``)."""
     from omegaconf import OmegaConf
@@ -150,9 +152,6 @@ def fast_preset():
 
     node = OmegaConf.merge(OmegaConf.structured(SamplerConfig), OmegaConf.load(REPO / "configs" / "sampler" / "fast.yaml"))
     return OmegaConf.to_object(node)
-
-
-FAST: dict[str, Any] = {}  # the fast preset's cache options, read in main()
 
 
 def mode_options(mode: str, threshold: float) -> dict[str, Any]:
@@ -180,8 +179,10 @@ def _base_options(mode: str, threshold: float) -> dict[str, Any]:
         "prefix": {"cache": "prefix", "threshold": None},
         "dual": {"cache": "dual", "threshold": None},
         "threshold": {"cache": "none", "threshold": threshold},
-        "fast": {"cache": FAST["cache"], "threshold": threshold, "cache_refresh": FAST["cache_refresh"]},
     }
+    if mode == "fast":
+        preset = fast_preset()
+        return {"cache": preset.cache, "threshold": threshold, "cache_refresh": preset.cache_refresh}
     if mode not in table:
         raise SystemExit(f"unknown mode {mode!r}; expected one of {MODES} (+ @TAU / +rN)")
     return table[mode]
@@ -426,7 +427,6 @@ def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Se
                                                       out.token_forwards)
                 return out
 
-            correct = 0
             completions: list[list[int]] = []
             verdicts: list[bool] = []
             start = time.perf_counter()
@@ -434,11 +434,10 @@ def accuracy_rows(args: argparse.Namespace, model: Any, data: HeldOut, modes: Se
                                  pad_id=data.adapter.pad_id, sampler_kwargs=kwargs, seed=42, device=device,
                                  generate_fn=counted):
                 rec = make_record(c, data.prepared, data.tokenizer, ["robust"], stop_ids, 0, kwargs["steps"], False)
-                correct += bool(rec["grades"]["robust"]["correct"])
                 verdicts.append(bool(rec["grades"]["robust"]["correct"]))
                 completions.append(c.completion_ids)
             seconds = time.perf_counter() - start
-            n = len(data.items)
+            n, correct = len(data.items), sum(verdicts)
             rows.append({
                 "mode": mode,
                 "gen_length": gen_length,
@@ -555,7 +554,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     preset = fast_preset()
-    FAST.update(cache=preset.cache, cache_refresh=preset.cache_refresh)
     if args.threshold is None:
         args.threshold = float(preset.threshold)
     if args.single:
@@ -569,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     where = args.device if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"sampler benchmark: device {where}, threads {args.threads}, block {args.block_length}, steps = "
           f"{args.steps_ratio} x gen (exact/prefix/dual), greedy, tau = {args.threshold} (threshold/fast); fast = "
-          f"cache {FAST['cache']}, cache_refresh {FAST['cache_refresh']}, threshold {args.threshold}")
+          f"cache {preset.cache}, cache_refresh {preset.cache_refresh}, threshold {args.threshold}")
 
     if args.llada8b_shapes:
         if args.device == "cpu" or not torch.cuda.is_available():

@@ -23,10 +23,10 @@ from typing import Any, List, Optional, Sequence
 
 import torch
 
+from d1rl.atomic_io import write_jsonl_atomic
 from d1rl.models import ModelConfig
 from d1rl.sampling.config import SamplerConfig
 from d1rl.sampling.padding import left_pad as _left_pad
-from d1rl.atomic_io import write_jsonl_atomic  # noqa: F401  (d1rl generate's output writer, re-exported)
 
 
 @dataclass

@@ -37,6 +37,7 @@ import torch
 
 from d1rl.atomic_io import atomic_write_text
 from d1rl.diffusion import completion_mask_from_ids, get_estimator, policy_loss
+from d1rl.sampling.padding import left_pad
 from d1rl.training.batching import keyed_generator
 from d1rl.training.engine import Engine, evaluation_mode
 from d1rl.training.grpo_config import TrainJobConfig
@@ -44,7 +45,7 @@ from d1rl.training.grpo_logprobs import ReferencePolicy, noised_inputs
 from d1rl.training.grpo_schedule import BatchGeometry, PromptSchedule, split_holdout, step_position
 from d1rl.training.rollout import reward_name, rewards_to_advantages, sample_completions, score_completions
 from d1rl.training.rollout_buffer import RolloutBuffer
-from d1rl.training.rollout_prompts import PromptPolicy, encode_prompt, fitting_rows, left_pad
+from d1rl.training.rollout_prompts import PromptPolicy, encode_prompt, fitting_rows
 
 log = logging.getLogger(__name__)
 

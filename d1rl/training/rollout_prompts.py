@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from d1rl.sampling.padding import left_pad  # noqa: F401  (re-exported for the trainer)
 from d1rl.tasks.prompts import build_prompt_text
 
 ELLIPSIS = "..."

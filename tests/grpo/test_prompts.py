@@ -13,8 +13,8 @@ from d1rl.training.rollout_prompts import (
     encode,
     encode_prompt,
     fitting_rows,
-    left_pad,
 )
+from d1rl.sampling.padding import left_pad
 
 INSTRUCTIONS = "Respond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>"
 

@@ -40,7 +40,7 @@ def _check_results(out: Path, proc: subprocess.CompletedProcess, n_items: int) -
         expected = min(n_items, BASE_EVAL_ITEMS) if stage == "eval_base" else n_items
         assert len(records) == e["n"] == expected
         correct = sum(r["grades"]["robust"]["correct"] for r in records)
-        assert e["correct"] == correct and e["accuracy"] == pytest.approx(correct / n_items)
+        assert e["correct"] == correct and e["accuracy"] == pytest.approx(correct / expected)
         assert 0.0 <= e["format_rate"] <= 1.0
     assert evals["eval_base"]["accuracy"] == 0.0  # an untrained model solves nothing
     # every stage's output exists and is what the next stage read

@@ -120,7 +120,7 @@ def test_jsonl_written_atomically(tmp_path):
 def test_one_left_pad_for_eval_rollouts_and_generate():
     from d1rl.evaluation.runner import left_pad as eval_pad
     from d1rl.sampling.padding import left_pad as shared
-    from d1rl.training.rollout_prompts import left_pad as rollout_pad
+    from d1rl.training.grpo import left_pad as rollout_pad
 
     assert eval_pad is shared and rollout_pad is shared  # one layout for every sampler call
     ids, mask = shared([[4], []], pad_id=9)  # an empty row is a row of pads unless refused
